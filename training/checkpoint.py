@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -58,7 +59,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
 def load_checkpoint(run_or_file: Path, map_location="cpu") -> dict:
     path = checkpoint_path(run_or_file)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on foreign pickles are noise here: we refuse them below
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and tensor errors all mean the same to a user
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable p2p checkpoint (corrupt, truncated, or another "

@@ -1,0 +1,124 @@
+"""p2p-train: train pix2pix as the paper describes it."""
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import click
+
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from .data import LAYOUTS, DataError
+from .models import PATCH_SIZES
+from .objective import OBJECTIVES
+
+EXAMPLE = """
+\b
+Examples:
+  p2p-train --out runs/demo --size 128 --epochs 5 --epochs-decay 5      # embedded street clips, edges→photo
+  p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
+  p2p-train --data photos/ --task colorize --out runs/color
+  p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
+"""
+
+
+def default_data_dir() -> Path:
+    """Small real data shipped inside the package: frames of OpenCV's sample clips (see its LICENSE)."""
+    return Path(str(resources.files("p2p.training") / "default_data"))
+
+
+@click.command(help="Train a pix2pix generator on paired images.\n" + EXAMPLE,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+              help="Dataset folder (with train/ and val/, or the images themselves). Default: the embedded clips.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
+              show_default=True, help="Run folder: checkpoint, log, samples, loss curve.")
+@click.option("--task", type=click.Choice(["paired", "edges", "colorize"]), default="paired", show_default=True,
+              help="paired: A|B images or A/ B/ folders; edges: Canny edges→photo; colorize: L→ab (from photos).")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+              help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task edges/colorize.")
+@click.option("--size", type=int, default=256, show_default=True, help="Training crop (a power of two).")
+@click.option("--batch-size", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="The paper uses 1 to 10.")
+@click.option("--epochs", type=click.IntRange(0), default=100, show_default=True, help="Epochs at constant LR.")
+@click.option("--epochs-decay", type=click.IntRange(0), default=100, show_default=True,
+              help="Epochs of linear LR decay to zero.")
+@click.option("--iters", type=click.IntRange(1), default=None, help="Stop after this many iterations in total.")
+@click.option("--ngf", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--ndf", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--generator", type=click.Choice(["unet", "encdec"]), default="unet", show_default=True)
+@click.option("--patch", type=click.Choice([str(p) for p in PATCH_SIZES]), default="70", show_default=True,
+              help="PatchGAN receptive field: 1 = PixelGAN, 286 = ImageGAN.")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="l1+cgan", show_default=True)
+@click.option("--lambda-l1", type=float, default=100.0, show_default=True)
+@click.option("--unconditional", is_flag=True, help="D sees only the output, not the (input, output) pair.")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (flags not given are taken from it).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (helps on tensor-core GPUs).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading processes.")
+@click.option("--save-every", type=click.IntRange(1), default=500, show_default=True, help="Checkpoint every N iterations.")
+@click.option("--sample-every", type=click.IntRange(1), default=200, show_default=True,
+              help="Sample grid and validation L1 every N iterations.")
+@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
+@click.pass_context
+def main(ctx: click.Context, **opts) -> None:
+    from .trainer import TrainConfig, Trainer, TrainError
+
+    resume = opts.pop("resume")
+    opts["progress"] = not opts.pop("no_progress")
+    opts["patch"] = int(opts["patch"])
+    given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    out = opts["out"]
+    if resume:
+        if not (out / CHECKPOINT_NAME).exists():
+            raise click.ClickException(f"--resume: {out / CHECKPOINT_NAME} does not exist; start the run without --resume")
+        try:
+            stored = load_checkpoint(out)["config"]
+        except CheckpointError as exc:
+            raise click.ClickException(f"cannot resume: {exc}") from None
+        for k, v in stored.items():  # what the user did not type again comes from the run
+            if k in opts and k not in given and k != "progress":
+                opts[k] = v
+    if opts["data"] is None:
+        opts["data"] = default_data_dir()
+        if "task" not in given and not resume:
+            opts["task"] = "edges"
+        if opts["task"] == "paired":
+            raise click.UsageError("the embedded data are photos: use --task edges or --task colorize, or give --data")
+        click.echo(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}", err=True)
+    opts["data"], opts["out"] = str(opts["data"]), str(out)
+    try:
+        cfg = TrainConfig(**opts)
+        cfg.spec()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda m, *a, **k: click.echo(f"warning: {m}", err=True)
+            trainer = Trainer(cfg, resume=resume)
+            if not resume:
+                trainer.train_set.check_all()
+            result = trainer.run()
+    except (DataError, TrainError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"\nStopped. The last checkpoint in {out} is intact; continue with --resume.", err=True)
+        sys.exit(130)
+    if result["interrupted"]:
+        click.echo(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
+                   f"continue with: p2p-train --out {out} --resume", err=True)
+        sys.exit(130)
+    click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
+                           "val_l1": result["val_l1"]}))
+
+
+if __name__ == "__main__":
+    main()
