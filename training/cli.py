@@ -60,6 +60,9 @@ def default_data_dir() -> Path:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (helps on tensor-core GPUs).")
+@click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes (GPUs) on this machine: launches torchrun with DistributedDataParallel.")
+@click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over the global batch of all processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading processes.")
 @click.option("--save-every", type=click.IntRange(1), default=500, show_default=True, help="Checkpoint every N iterations.")
@@ -69,8 +72,13 @@ def default_data_dir() -> Path:
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:
-    from .trainer import TrainConfig, Trainer, TrainError
+    from .distributed import init_process_group, world_from_env
+    from .trainer import TrainConfig, Trainer, TrainError, resolve_device
 
+    nproc = opts.pop("nproc")
+    world = world_from_env()
+    if nproc > 1 and not world.distributed:
+        launch_torchrun(nproc)
     resume = opts.pop("resume")
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
@@ -103,7 +111,9 @@ def main(ctx: click.Context, **opts) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda m, *a, **k: click.echo(f"warning: {m}", err=True)
-            trainer = Trainer(cfg, resume=resume)
+            if world.distributed:
+                init_process_group(world, resolve_device(cfg.device))
+            trainer = Trainer(cfg, resume=resume, world=world)
             if not resume:
                 trainer.train_set.check_all()
             result = trainer.run()
@@ -112,12 +122,32 @@ def main(ctx: click.Context, **opts) -> None:
     except KeyboardInterrupt:
         click.echo(f"\nStopped. The last checkpoint in {out} is intact; continue with --resume.", err=True)
         sys.exit(130)
+    if world.rank != 0:
+        return
     if result["interrupted"]:
         click.echo(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
                    f"continue with: p2p-train --out {out} --resume", err=True)
         sys.exit(130)
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
+
+
+def launch_torchrun(nproc: int) -> None:
+    """Re-run this command under torchrun with nproc processes on this machine, then exit with its status."""
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "p2p.training", *argv]
+    click.echo(f"launching: {' '.join(cmd)}", err=True)
+    sys.exit(subprocess.call(cmd))
 
 
 if __name__ == "__main__":

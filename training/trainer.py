@@ -24,6 +24,7 @@ from p2p.runtime.spec import ModelSpec
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, PairDataset, resolve_split
+from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
 from .models import Discriminator, Generator, draw_mask, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
@@ -53,6 +54,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = False
+    sync_bn: bool = False
     seed: int = 0
     workers: int = 0
     save_every: int = 500
@@ -113,12 +115,15 @@ class RunState:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, rank: int = 0, world: int = 1):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, world: World = World()):
         self.cfg = cfg
-        self.rank, self.world = rank, world
-        self.main = rank == 0
+        self.rank, self.world = world.rank, world.size
+        self.main = world.rank == 0
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
+        if self.device.type == "cuda" and world.distributed:
+            self.device = torch.device("cuda", world.local_rank)
+        rank = world.rank
         self.spec = cfg.spec()
         self.objective = cfg.objective_()
         torch.manual_seed(cfg.seed + rank)
@@ -145,8 +150,12 @@ class Trainer:
         self.amp_dtype = None
         if cfg.amp and cuda:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.state = RunState()
+        if cfg.sync_bn:  # before loading: the converted layers keep BatchNorm2d's state-dict keys
+            convert_sync_batchnorm(self.G, self.device)
+            if self.D:
+                convert_sync_batchnorm(self.D, self.device)
         if resume:
             self._load(self.out / CHECKPOINT_NAME)
         self.G.to(self.device)
@@ -162,8 +171,11 @@ class Trainer:
                     for k, v in s.items():
                         if torch.is_tensor(v) and k != "step":
                             s[k] = v.to(self.device)
-        # the models that take part in the step (DistributedDataParallel wraps these)
+        # the models that take part in the step: DistributedDataParallel wraps them on several ranks
         self.G_step, self.D_step = self.G, self.D
+        if world.distributed:
+            self.G_step = wrap_ddp(self.G, self.device)
+            self.D_step = wrap_ddp(self.D, self.device) if self.D else None
         self._stop = False
         self._last_report = None  # (iteration, val L1): a report is made once per iteration
 
@@ -218,7 +230,9 @@ class Trainer:
         loss_g = torch.zeros((), device=x.device)
         if D is not None:
             with self.autocast():
-                pred = D(obj.d_input(x, fake))
+                # the bare D (not its DDP wrapper): its weights are frozen here, so this
+                # backward gives D no gradients for DDP to wait for
+                pred = self.D(obj.d_input(x, fake))
             loss_gan = gan_loss(pred, True)
             loss_g = loss_g + loss_gan
             losses["g_gan"] = loss_gan.item()
@@ -249,6 +263,8 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world > 1:  # each rank draws its own dropout masks: keep every rank's RNG
+            rng["ranks"] = gather_objects(rng)
         return {
             "spec": self.spec.to_dict(),
             "config": self.cfg.to_dict(),
@@ -265,8 +281,9 @@ class Trainer:
 
     def save(self) -> Path:
         path = self.out / CHECKPOINT_NAME
+        state = self.checkpoint_state()  # on every rank: it gathers their RNG states
         if self.main:
-            save_checkpoint(self.checkpoint_state(), path)
+            save_checkpoint(state, path)
         return path
 
     def _load(self, path: Path) -> None:
@@ -300,9 +317,15 @@ class Trainer:
                              f"({str(exc).splitlines()[0][:160]}); pass the run's original flags or use a new --out") from None
         self.state = RunState(state["epoch"], state["epoch_step"], state["iteration"], state.get("seconds", 0.0),
                               self._read_history())
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        rng = state["rng"]
+        ranks = rng.get("ranks", [rng])
+        if len(ranks) == self.world:
+            rng = ranks[self.rank]
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        if len(ranks) != self.world:  # resumed on another number of ranks: give each its own stream
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, ())) + self.rank)
 
     def _read_history(self) -> list:
         log = self.out / "log.jsonl"
@@ -348,7 +371,7 @@ class Trainer:
         vx, vy = self.validation_batch()
         if st.iteration == 0:
             self._report(vx, vy)
-        old_handler = signal.signal(signal.SIGINT, self._on_sigint) if self.main else None
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = tqdm(total=total, initial=min(st.iteration, total), disable=not (cfg.progress and self.main),
                    unit="it", dynamic_ncols=True)
         n_epochs = cfg.epochs + cfg.epochs_decay
@@ -382,7 +405,7 @@ class Trainer:
                         self._report(vx, vy)
                     if st.iteration % cfg.save_every == 0:
                         self.save()
-                    if self._stop:
+                    if any_rank(self._stop, self.device) if self.world > 1 else self._stop:
                         interrupted = True
                         break
                     if st.iteration >= total:
