@@ -1,0 +1,101 @@
+"""INT8 ONNX for ONNX Runtime CPU: static QDQ quantisation calibrated on real frames.
+
+Only convolutions are quantised (weights int8 per channel, activations uint8,
+the layout ORT's x86 kernels prefer); batch statistics, masks and tanh stay
+float. Calibration feeds frames from ``--calib DIR`` through the same input
+adapter the runtime uses, with dropout masks drawn as at test time. This is
+for ONNX Runtime: TensorRT wants symmetric int8 and is better served by --fp16.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from p2p.runtime.spec import ModelSpec
+
+from .onnx_export import ExportError, check_graph, read_onnx_spec, save_onnx, set_metadata
+from .verify import feed, ort_session, random_masks
+
+QUANTISED_OPS = ["Conv", "ConvTranspose"]
+
+
+def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 0) -> list[dict]:
+    """Up to ``limit`` frames from ``calib_dir`` as ORT feeds at the spec's size (raises ExportError if none)."""
+    import cv2
+
+    from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
+
+    folder = Path(calib_dir)
+    if not folder.is_dir():
+        raise ExportError(f"--calib {folder}: not a folder of images")
+    paths = list_images(folder)[:limit]
+    if not paths:
+        raise ExportError(f"--calib {folder}: no images (.jpg, .png, ...) in it")
+    feeds, size = [], spec.image_size
+    for i, path in enumerate(paths):
+        try:
+            bgr = read_image(path)
+        except ImageError as exc:
+            raise ExportError(str(exc)) from None
+        h, w = bgr.shape[:2]
+        if spec.task == "paired" and w == 2 * h:  # an aligned A|B training pair: keep the input side
+            a, b = bgr[:, :h], bgr[:, h:]
+            bgr = a if spec.direction == "AtoB" else b
+        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+        image = input_tensor(bgr, spec)[None]
+        feeds.append(feed(spec, image, random_masks(spec, 1, size, size, seed + i)))
+    return feeds
+
+
+def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32) -> tuple[Path, list[dict]]:
+    """Write the INT8 model to ``out_path``; returns it and the calibration feeds (for comparisons)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    spec = read_onnx_spec(fp32_path)
+    feeds = calibration_inputs(calib_dir, spec, limit)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # "consider pre-processing" advice is for classifiers with fixed shapes
+    try:
+        with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+            tmp_path = Path(tmp) / "int8.onnx"
+            quantize_static(str(fp32_path), str(tmp_path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=QUANTISED_OPS)
+            import onnx
+            model = onnx.load(str(tmp_path))
+    finally:
+        root.setLevel(level)
+    set_metadata(model, spec, "int8")
+    check_graph(model, spec)
+    return save_onnx(model, out_path), feeds
+
+
+def compare(fp32_path, other_path, feeds, *, runs: int = 5, threads: int | None = None) -> dict:
+    """Max and mean abs output difference of ``other_path`` from fp32, and ORT CPU ms/frame of each."""
+    a, b = ort_session(fp32_path, threads), ort_session(other_path, threads)
+    diffs = [np.abs(a.run(["output"], f)[0] - b.run(["output"], f)[0]) for f in feeds[:4]]
+    times = {"fp32": [], "int8": []}
+    f = feeds[0]
+    for sess in (a, b):
+        sess.run(["output"], f)  # warm-up
+    for _ in range(runs):  # interleaved: background load hits both alike
+        for key, sess in (("fp32", a), ("int8", b)):
+            t = time.perf_counter()
+            sess.run(["output"], f)
+            times[key].append((time.perf_counter() - t) * 1e3)
+    return {"max_diff": float(max(d.max() for d in diffs)), "mean_diff": float(np.mean([d.mean() for d in diffs])),
+            "ms_fp32": float(np.median(times["fp32"])), "ms_int8": float(np.median(times["int8"]))}

@@ -1,0 +1,237 @@
+"""Generator → one self-contained ONNX file with mask inputs and the spec in its metadata.
+
+The contract other code relies on:
+
+- inputs ``image`` float32 (N, in_channels, H, W) in [-1, 1] and ``dropout_mask_k``
+  float32 ``spec.mask_shapes(N, H, W)[k]`` holding 0 or 1/(1−p) (all ones: noise off);
+- output ``output`` float32 (N, out_channels, H, W); N, H, W dynamic
+  (H, W multiples of ``spec.multiple``); FP16 files keep these fp32 inputs/outputs;
+- ``metadata_props``: ``p2p.spec`` (the spec as JSON) and ``p2p.precision``;
+- no Dropout, random or training-mode ops; weights inside the file.
+
+torch is imported only where a graph is built, so ``read_onnx_spec`` and
+``check_graph`` need nothing but ``onnx``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+
+from p2p.runtime.spec import ModelSpec, SpecError
+
+META_SPEC = "p2p.spec"
+META_PRECISION = "p2p.precision"
+INPUT_NAME, OUTPUT_NAME = "image", "output"
+OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 8.6+ and ORT 1.14+ read it
+FORBIDDEN_OPS = frozenset({"Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal",
+                           "RandomNormalLike", "Bernoulli", "Multinomial"})
+
+
+class ExportError(RuntimeError):
+    """Export or verification failed; the message says what and why."""
+
+
+def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: str | None = None) -> Path:
+    """Write ``generator`` (left unchanged) to ``path`` as the contract above; returns the path.
+
+    ``fp16`` stores weights and compute in float16 (inputs and outputs stay fp32).
+    ``norm`` picks how batch statistics are written ("instance" or "reduce"; default: the faster).
+    """
+    model = build_onnx(generator, spec, norm=norm)
+    if fp16:
+        from .fp16 import to_fp16
+        model = to_fp16(model)
+    set_metadata(model, spec, "fp16" if fp16 else "fp32")
+    check_graph(model, spec)
+    return save_onnx(model, path)
+
+
+def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.ModelProto:
+    """The fp32 ModelProto (no metadata yet), traced from a copy of ``generator``."""
+    import torch
+    from torch.export import Dim
+
+    from .graph import DEFAULT_NORM, ExportGenerator
+
+    wrapper = ExportGenerator(generator, spec, norm or DEFAULT_NORM)
+    m = spec.multiple
+    # Example sizes must not be 1 (torch.export specialises size-1 dims): batch 2, 2 blocks.
+    batch, height, width = 2, 2 * m, 2 * m
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(batch, spec.in_channels, height, width, generator=gen) * 2 - 1
+    masks = tuple(torch.ones(s) for s in spec.mask_shapes(batch, height, width))
+
+    n, hb, wb = Dim("batch", min=1), Dim("hb", min=1), Dim("wb", min=1)
+    image_dims = {0: n, 2: m * hb, 3: m * wb}
+    mask_dims = tuple({0: n, 2: (2 ** (k + 1)) * hb, 3: (2 ** (k + 1)) * wb} for k in range(spec.dropout_blocks))
+    # matches forward(image, *masks); a model without dropout has no varargs entry at all
+    dynamic = (image_dims, mask_dims) if mask_dims else (image_dims,)
+    # torchvision-missing notices and progress lines are noise to a user
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), _quiet_stdout():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                wrapper, (image, *masks), dynamo=True, opset_version=OPSET, external_data=False,
+                input_names=[INPUT_NAME, *spec.mask_names()], output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic, verbose=False)
+    except Exception as exc:
+        root = exc
+        while root.__cause__ is not None:  # the exporter wraps the informative error
+            root = root.__cause__
+        first = next((line for line in str(root).splitlines() if line.strip()), type(root).__name__)
+        raise ExportError(f"torch.onnx.export failed ({type(root).__name__}): {first[:300]}") from exc
+    model = program.model_proto
+    _name_dims(model, m)
+    return model
+
+
+def set_metadata(model: onnx.ModelProto, spec: ModelSpec, precision: str) -> None:
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({META_SPEC: spec.to_json(), META_PRECISION: precision})
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "p2p-export"
+
+
+def read_onnx_spec(path) -> ModelSpec:
+    """The model spec stored in an ONNX file's metadata (raises SpecError if absent or malformed)."""
+    return ModelSpec.from_json(_metadata(path, META_SPEC))
+
+
+def read_onnx_precision(path) -> str:
+    return _metadata(path, META_PRECISION)
+
+
+def _metadata(path, key: str) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path} does not exist")
+    try:
+        # weights are not needed to read the metadata
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise SpecError(f"{path} is not a readable ONNX file: {str(exc)[:200]}") from None
+    for prop in model.metadata_props:
+        if prop.key == key:
+            return prop.value
+    raise SpecError(f"{path} has no '{key}' metadata: it was not written by p2p-export")
+
+
+def check_graph(model: onnx.ModelProto, spec: ModelSpec | None = None) -> None:
+    """Raise ExportError if the graph breaks the contract (random/training ops, wrong inputs)."""
+    problems = [f"forbidden op {op}" for op in sorted(forbidden_ops(model))]
+    if spec is not None:
+        names = [i.name for i in model.graph.input]
+        want = [INPUT_NAME, *spec.mask_names()]
+        if names != want:
+            problems.append(f"inputs are {names}, expected {want}")
+        outs = [o.name for o in model.graph.output]
+        if outs != [OUTPUT_NAME]:
+            problems.append(f"outputs are {outs}, expected ['{OUTPUT_NAME}']")
+    if problems:
+        raise ExportError("exported graph breaks the p2p ONNX contract: " + "; ".join(problems))
+
+
+def forbidden_ops(model: onnx.ModelProto) -> set[str]:
+    """Random, Dropout and training-mode BatchNormalization ops anywhere in the graph (subgraphs too)."""
+    found = set()
+    for node in _all_nodes(model.graph):
+        if node.op_type in FORBIDDEN_OPS:
+            found.add(node.op_type)
+        elif node.op_type == "BatchNormalization":
+            if any(a.name == "training_mode" and a.i for a in node.attribute) or len(node.output) > 1:
+                found.add("BatchNormalization(training_mode=1)")
+    for fn in model.functions:
+        found |= {n.op_type for n in fn.node if n.op_type in FORBIDDEN_OPS}
+    return found
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _all_nodes(g)
+
+
+def save_onnx(model: onnx.ModelProto, path) -> Path:
+    """One self-contained file, written atomically (temp file + rename)."""
+    path = Path(path)
+    if model.ByteSize() >= 2**31 - 1:
+        raise ExportError("model is over protobuf's 2 GB limit; cannot write a single ONNX file")
+    check_writable(path)
+    write_atomic(path, model.SerializeToString())
+    return path
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Temp file in the same folder + rename: a crash never leaves half a model behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(path) -> None:
+    """Fail before any work if the file's folder cannot be created or written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path} is a folder; give a file name such as {path / 'model.onnx'}")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ExportError(f"output folder {folder} is not writable")
+
+
+def _name_dims(model: onnx.ModelProto, multiple: int) -> None:
+    """Rename torch.export's symbols ("64*hb") to readable ones ("height", "height/32")."""
+    pattern = re.compile(r"^(?:(\d+)\*)?([hw])b$")
+    full = {"h": "height", "w": "width"}
+
+    def rename(value_infos):
+        for vi in value_infos:
+            for dim in vi.type.tensor_type.shape.dim:
+                match = pattern.match(dim.dim_param or "")
+                if match:
+                    coef = int(match.group(1) or 1)
+                    name = full[match.group(2)]
+                    if coef != multiple:  # coefficient divides the multiple for every tensor we name
+                        name = f"{name}/{multiple // coef}" if multiple % coef == 0 else f"{name}*{coef}/{multiple}"
+                    dim.dim_param = name
+
+    g = model.graph
+    rename(g.input)
+    rename(g.output)
+    rename(g.value_info)
+
+
+def _quiet_stdout():
+    """The dynamo exporter prints progress lines; a CLI should not."""
+    return contextlib.redirect_stdout(io.StringIO())

@@ -1,0 +1,234 @@
+"""ONNX → TensorRT engine, with the TensorRT Python API (no trtexec needed).
+
+The engine is GPU- and TensorRT-version-specific: build it on the machine that
+runs it (a Jetson builds its own). Beside ``model.engine`` goes
+``model.engine.json``: the spec, the (N, H, W) range it was built for, the
+precision and the TensorRT version, which the runtime checks before running.
+
+Precision: TensorRT 10 builds FP16 from the fp32 ONNX with the FP16 builder
+flag (batch statistics pinned to fp32); TensorRT 11 is strongly typed, so FP16
+comes from an FP16 ONNX (``export_onnx(..., fp16=True)``) and no flag exists.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2p.runtime.spec import ModelSpec, SpecError
+
+from .onnx_export import ExportError, read_onnx_spec, write_atomic
+
+INSTALL_HINT = ("on Jetson use JetPack's TensorRT (sudo apt install python3-libnvinfer, and a venv made with "
+                "--system-site-packages); elsewhere pip install tensorrt (CUDA 13) or tensorrt-cu12 (CUDA 12)")
+
+
+class TensorRTUnavailable(ExportError):
+    """TensorRT or a CUDA GPU is missing; the message says which and how to install it."""
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The optimisation profile: (N, H, W) at min, opt and max."""
+    min: tuple[int, int, int]
+    opt: tuple[int, int, int]
+    max: tuple[int, int, int]
+
+    @classmethod
+    def single(cls, spec: ModelSpec, batch: int = 1, height: int | None = None, width: int | None = None):
+        s = (batch, height or spec.image_size, width or spec.image_size)
+        return cls(s, s, s)
+
+    @classmethod
+    def from_sizes(cls, spec: ModelSpec, sizes, max_batch: int = 1) -> "Shapes":
+        """Cover frame sizes [(H, W), ...]: opt at the first, min/max over all; batch 1..max_batch."""
+        sizes = list(sizes)
+        if not sizes:
+            raise SpecError("no frame sizes given")
+        hs, ws = [h for h, _ in sizes], [w for _, w in sizes]
+        return cls((1, min(hs), min(ws)), (1, *sizes[0]), (max_batch, max(hs), max(ws)))
+
+    def check(self, spec: ModelSpec) -> "Shapes":
+        for name, (n, h, w) in (("min", self.min), ("opt", self.opt), ("max", self.max)):
+            if n < 1:
+                raise SpecError(f"{name} batch must be ≥ 1, got {n}")
+            try:
+                spec.check_size(h, w)
+            except SpecError as exc:
+                raise SpecError(f"{name} shape {n}x{h}x{w}: {exc}") from None
+        if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max)):
+            raise SpecError(f"shapes must satisfy min ≤ opt ≤ max in each of N, H, W; got "
+                            f"min {self.min}, opt {self.opt}, max {self.max}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+def parse_nhw(text: str) -> tuple[int, int, int]:
+    """'1x256x256' → (1, 256, 256)."""
+    m = re.fullmatch(r"\s*(\d+)[x×,](\d+)[x×,](\d+)\s*", text or "")
+    if not m:
+        raise SpecError(f"shape {text!r} is not NxHxW (e.g. 1x256x256)")
+    return tuple(int(g) for g in m.groups())
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """'256x256,512x768' → [(256, 256), (512, 768)] as (height, width)."""
+    sizes = []
+    for part in (text or "").split(","):
+        m = re.fullmatch(r"\s*(\d+)[x×](\d+)\s*", part)
+        if not m:
+            raise SpecError(f"size {part.strip()!r} is not HEIGHTxWIDTH (e.g. 256x256,512x768)")
+        sizes.append((int(m.group(1)), int(m.group(2))))
+    return sizes
+
+
+def import_tensorrt():
+    """``tensorrt`` and a usable Builder, or TensorRTUnavailable saying what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise TensorRTUnavailable(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from None
+    logger = trt.Logger(trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # no driver / no GPU: TensorRT raises from its factory
+        builder, err = None, exc
+    else:
+        err = None
+    if builder is None:
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} found but no usable CUDA GPU "
+                                  f"({err or 'Builder could not be created'}): building an engine needs the "
+                                  f"NVIDIA GPU it will run on and its driver")
+    return trt, logger, builder
+
+
+def trt_major(trt) -> int:
+    return int(trt.__version__.split(".")[0])
+
+
+def default_timing_cache(trt) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "p2p" / f"tensorrt-{trt.__version__}.timing-cache"
+
+
+def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: bool = False,
+                 fp16_onnx_path=None, timing_cache=None, workspace_gb: float | None = None,
+                 log=print) -> Path:
+    """Build ``engine_path`` (+ ``.json``) from ``onnx_path``; returns the engine path.
+
+    ``fp16_onnx_path``: the FP16 ONNX, needed for FP16 on TensorRT ≥ 11 (strongly typed).
+    """
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    spec = read_onnx_spec(onnx_path)
+    shapes = (shapes or Shapes.single(spec)).check(spec)
+    trt, logger, builder = import_tensorrt()
+    major = trt_major(trt)
+
+    source = onnx_path
+    network_flags = 0
+    if fp16 and major >= 11:
+        if fp16_onnx_path is None:
+            raise ExportError(f"TensorRT {trt.__version__} is strongly typed: FP16 needs the FP16 ONNX "
+                              f"(export with --fp16)")
+        source = Path(fp16_onnx_path)
+    if major >= 11:  # always strongly typed there; the flag (if it still exists) is harmless
+        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        network_flags = (1 << int(flag)) if flag is not None else 0
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    native = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
+    if native is not None:  # InstanceNormalization as TensorRT's own layer, not the plugin
+        parser.set_flag(native)
+    if not parser.parse_from_file(str(source)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {source}: {errors or 'unknown error'}")
+
+    config = builder.create_builder_config()
+    if workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    profile = builder.create_optimization_profile()
+    by_name = {"image": lambda n, h, w: (n, spec.in_channels, h, w)}
+    for k, name in enumerate(spec.mask_names()):
+        by_name[name] = lambda n, h, w, k=k: spec.mask_shapes(n, h, w)[k]
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    if sorted(inputs) != sorted(by_name):
+        raise ExportError(f"{source} has inputs {inputs}, expected {sorted(by_name)}")
+    for name in inputs:  # the image and every mask: a profile missing one fails the build
+        shape_of = by_name[name]
+        profile.set_shape(name, shape_of(*shapes.min), shape_of(*shapes.opt), shape_of(*shapes.max))
+    config.add_optimization_profile(profile)
+
+    precision = "fp32"
+    if fp16 and major < 11 and source == onnx_path:
+        config.set_flag(trt.BuilderFlag.FP16)
+        _pin_norm_fp32(trt, network, config)
+        precision = "fp16"
+    elif fp16:
+        precision = "fp16"  # from the FP16 ONNX, strongly typed
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 convolutions (Ampere+) drift ~1e-3 from fp32; an fp32 engine should match ORT
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt)
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(cache_bytes) if cache_bytes else None
+    except Exception:  # a truncated cache file
+        cache = None
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        # unreadable, or from another TensorRT/GPU: start afresh (it is overwritten after the build)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+    log(f"building TensorRT {trt.__version__} engine ({precision}, N×H×W {shapes.min} … {shapes.max}); "
+        f"this takes minutes the first time")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError("TensorRT failed to build the engine (see its messages above)")
+    write_atomic(engine_path, bytes(serialized))
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
+    except OSError as exc:  # a cache is an optimisation; never fail a good build over it
+        log(f"note: timing cache not saved to {cache_path}: {exc}")
+    meta = {"spec": spec.to_dict(), "shapes": shapes.to_dict(), "precision": precision,
+            "tensorrt_version": trt.__version__, "device": _device_name(),
+            "onnx": Path(fp16_onnx_path or onnx_path).name}
+    write_atomic(engine_json_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
+    return engine_path
+
+
+def engine_json_path(engine_path) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def _pin_norm_fp32(trt, network, config) -> None:
+    """Keep batch statistics in fp32 under the FP16 flag (TensorRT 10, weakly typed)."""
+    keep = {getattr(trt.LayerType, t) for t in ("NORMALIZATION", "REDUCE") if hasattr(trt.LayerType, t)}
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in keep:
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            pinned += 1
+    if pinned and hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
+        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+
+
+def _device_name() -> str | None:
+    try:
+        from cuda.bindings import runtime as cudart
+        err, props = cudart.cudaGetDeviceProperties(0)
+        return props.name.decode(errors="replace").strip("\x00") if int(err) == 0 else None
+    except Exception:
+        try:
+            import torch
+            return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        except Exception:
+            return None

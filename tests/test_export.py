@@ -1,0 +1,587 @@
+"""p2p-export on CPU: mask inputs, graph contents, ORT vs PyTorch parity, metadata, bad input.
+
+Tiny generators (ngf 8, 32–64 px) keep this fast; each dynamo export costs
+several seconds, so the exported files are module-scoped fixtures.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from p2p.export.cli import main as cli
+from p2p.export.fp16 import FP16_TOLERANCE
+from p2p.export.int8 import compare, quantize_int8
+from p2p.export.onnx_export import (ExportError, check_graph, check_writable, export_onnx, forbidden_ops,
+                                    read_onnx_precision, read_onnx_spec)
+from p2p.export.tensorrt_build import Shapes, TensorRTUnavailable, import_tensorrt, parse_nhw, parse_sizes
+from p2p.export.verify import FP32_TOLERANCE, random_masks, verify_onnx
+from p2p.runtime.spec import ModelSpec, SpecError
+from p2p.training.checkpoint import load_checkpoint, save_checkpoint
+from p2p.training.models import Generator, init_weights
+
+torch.set_num_threads(1)
+
+
+def make_generator(spec: ModelSpec, seed: int = 0) -> Generator:
+    torch.manual_seed(seed)
+    gen = Generator(spec)
+    init_weights(gen)
+    return gen
+
+
+def snapshot(module: torch.nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def session(path):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_feed(spec, image, masks):
+    return {"image": image, **dict(zip(spec.mask_names(), masks))}
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def paired(tmp_path_factory):
+    """The paper's U-Net, tiny: depth 6 at 64² (H, W multiples of 64), 3 dropout masks, fp32 export."""
+    spec = ModelSpec.for_task("paired", 64, ngf=8)
+    gen = make_generator(spec)
+    gen.eval()  # export must not depend on (or change) the caller's mode
+    before = snapshot(gen)
+    path = export_onnx(gen, spec, tmp_path_factory.mktemp("paired") / "model.onnx")
+    return {"spec": spec, "gen": gen, "path": path, "before": before}
+
+
+@pytest.fixture(scope="module")
+def legacy_fp16(tmp_path_factory):
+    """Encoder–decoder colouriser (1 → 2 channels) whose BatchNorms *keep running statistics*
+    (as a model from another pix2pix port would), exported fp16 with the ReduceMean variant."""
+    spec = ModelSpec.for_task("colorize", 32, ngf=8, generator="encdec", dropout_p=0.3, dropout_blocks=2)
+    gen = make_generator(spec, seed=1)
+    for module in list(gen.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):
+                bn = torch.nn.BatchNorm2d(child.num_features)  # track_running_stats=True
+                bn.load_state_dict({**child.state_dict(), "running_mean": torch.randn(child.num_features),
+                                    "running_var": torch.rand(child.num_features) + 0.5,
+                                    "num_batches_tracked": torch.tensor(7)})
+                setattr(module, name, bn)
+    gen.train()
+    before = snapshot(gen)
+    path = export_onnx(gen, spec, tmp_path_factory.mktemp("legacy") / "model16.onnx", fp16=True, norm="reduce")
+    return {"spec": spec, "gen": gen, "path": path, "before": before}
+
+
+@pytest.fixture()
+def checkpoint(tmp_path):
+    spec = ModelSpec.for_task("paired", 64, ngf=8)
+    gen = make_generator(spec, seed=2)
+    path = tmp_path / "run" / "checkpoint.pt"
+    save_checkpoint({"spec": spec.to_dict(), "config": {}, "generator": gen.state_dict()}, path)
+    return path
+
+
+# --- the graph --------------------------------------------------------------------------------
+
+def dims(value_info):
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def test_inputs_outputs_and_dynamic_dims(paired):
+    spec, model = paired["spec"], onnx.load(str(paired["path"]))
+    inputs = {i.name: i for i in model.graph.input}
+    assert list(inputs) == ["image", "dropout_mask_0", "dropout_mask_1", "dropout_mask_2"]
+    assert [o.name for o in model.graph.output] == ["output"]
+    assert all(i.type.tensor_type.elem_type == TensorProto.FLOAT for i in model.graph.input)
+    assert dims(inputs["image"]) == ["batch", 3, "height", "width"]
+    assert dims(model.graph.output[0]) == ["batch", 3, "height", "width"]
+    # each mask's dims are named after H and W, with the scale its shape in the spec has
+    for k, name in enumerate(spec.mask_names()):
+        n, c, h, w = spec.mask_shapes(1, spec.multiple, spec.multiple)[k]
+        scale = spec.multiple // h
+        assert dims(inputs[name]) == ["batch", c, f"height/{scale}", f"width/{scale}"]
+
+
+@pytest.mark.parametrize("batch,height,width", [(1, 64, 64), (2, 128, 64), (3, 64, 192)])
+def test_mask_inputs_shaped_by_spec(paired, batch, height, width):
+    spec, sess = paired["spec"], session(paired["path"])
+    image = np.random.default_rng(0).uniform(-1, 1, (batch, 3, height, width)).astype(np.float32)
+    masks = random_masks(spec, batch, height, width, seed=0)
+    assert [m.shape for m in masks] == spec.mask_shapes(batch, height, width)
+    out = sess.run(None, ort_feed(spec, image, masks))[0]
+    assert out.shape == (batch, 3, height, width) and out.dtype == np.float32
+    assert np.abs(out).max() <= 1.0  # tanh
+    # masks for another frame size do not fit: the shapes are real constraints, not decoration
+    wrong = random_masks(spec, batch, height * 2, width, seed=0)
+    with pytest.raises(Exception):
+        sess.run(None, ort_feed(spec, image, wrong))
+
+
+def test_no_dropout_random_or_training_ops(paired, legacy_fp16):
+    for fixture in (paired, legacy_fp16):
+        model = onnx.load(str(fixture["path"]))
+        ops = {n.op_type for n in model.graph.node}
+        assert not ops & {"Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal",
+                          "RandomNormalLike", "Bernoulli", "BatchNormalization"}
+        assert forbidden_ops(model) == set()
+        check_graph(model, fixture["spec"])
+    # the batch statistics are computed in the graph, in the variant asked for
+    assert "InstanceNormalization" in {n.op_type for n in onnx.load(str(paired["path"])).graph.node}
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(legacy_fp16["path"])).graph.node}
+
+
+def tiny_model(node):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])
+    return helper.make_model(helper.make_graph([node], "g", [x], [y]))
+
+
+def test_forbidden_op_checker_catches_them():
+    drop = tiny_model(helper.make_node("Dropout", ["x"], ["y"]))
+    assert forbidden_ops(drop) == {"Dropout"}
+    bn = tiny_model(helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], training_mode=1))
+    assert forbidden_ops(bn) == {"BatchNormalization(training_mode=1)"}
+    rnd = tiny_model(helper.make_node("RandomUniformLike", ["x"], ["y"]))
+    with pytest.raises(ExportError, match="RandomUniformLike"):
+        check_graph(rnd)
+
+
+def test_single_self_contained_file(paired):
+    folder = paired["path"].parent
+    assert sorted(p.name for p in folder.iterdir()) == ["model.onnx"]  # no .onnx.data, no temp files
+    model = onnx.load(str(paired["path"]), load_external_data=False)
+    assert model.graph.initializer
+    assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paired["path"].stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+
+# --- parity with PyTorch ----------------------------------------------------------------------
+
+def test_ort_matches_pytorch_fp32(paired):
+    result = verify_onnx(paired["path"], paired["gen"], sizes=[(64, 64), (128, 192)], batches=(1, 2), threads=1)
+    assert set(result.diffs) == {(1, 64, 64), (2, 64, 64), (1, 128, 192), (2, 128, 192)}
+    assert result.max_diff <= FP32_TOLERANCE, result.lines()
+    assert result.repeatable and result.masks_matter
+    assert result.ok and result.check() is result
+
+
+def test_masks_of_ones_turn_noise_off(paired):
+    spec, gen = paired["spec"], paired["gen"]
+    image = torch.rand(2, 3, 64, 128) * 2 - 1
+    ones = [torch.ones(s) for s in spec.mask_shapes(2, 64, 128)]
+    with torch.no_grad():
+        ref = gen(image, ones).numpy()
+    sess = session(paired["path"])
+    out = sess.run(None, ort_feed(spec, image.numpy(), [m.numpy() for m in ones]))[0]
+    assert np.abs(out - ref).max() <= FP32_TOLERANCE
+    assert np.array_equal(out, sess.run(None, ort_feed(spec, image.numpy(), [m.numpy() for m in ones]))[0])
+
+
+def test_batch_statistics_depend_on_the_batch(paired):
+    """Normalisation uses the batch's own statistics: a frame's output depends on its batch-mates."""
+    spec, sess = paired["spec"], session(paired["path"])
+    rng = np.random.default_rng(3)
+    a, b = (rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32) for _ in range(2))
+    ones1 = [np.ones(s, np.float32) for s in spec.mask_shapes(1, 64, 64)]
+    ones2 = [np.ones(s, np.float32) for s in spec.mask_shapes(2, 64, 64)]
+    alone = sess.run(None, ort_feed(spec, a, ones1))[0]
+    paired_out = sess.run(None, ort_feed(spec, np.concatenate([a, b]), ones2))[0]
+    assert np.abs(paired_out[:1] - alone).max() > 1e-3
+
+
+def test_verify_fails_for_another_generator(paired):
+    other = make_generator(paired["spec"], seed=99)
+    result = verify_onnx(paired["path"], other, batches=(1,), threads=1)
+    assert not result.ok and result.max_diff > FP32_TOLERANCE
+    with pytest.raises(ExportError, match="verification failed"):
+        result.check()
+
+
+def test_fp16_within_tolerance_and_fp32_io(legacy_fp16):
+    spec, path = legacy_fp16["spec"], legacy_fp16["path"]
+    model = onnx.load(str(path))
+    assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT
+               for v in list(model.graph.input) + list(model.graph.output))
+    assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert read_onnx_precision(path) == "fp16"
+    result = verify_onnx(path, legacy_fp16["gen"], sizes=[(32, 32), (64, 32)], batches=(1, 2), threads=1)
+    assert result.tolerance == FP16_TOLERANCE
+    assert result.max_diff <= FP16_TOLERANCE, result.lines()
+    assert result.max_diff > 0  # it really is fp16, not the fp32 graph relabelled
+    assert result.repeatable and result.masks_matter
+
+
+def write_frames(folder, count=3, size=64):
+    import cv2
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):  # aligned A|B pairs, as in the pix2pix datasets
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (size, 2 * size, 3), dtype=np.uint8))
+    return folder
+
+
+def test_int8_calibrated_on_frames(paired, tmp_path):
+    calib = write_frames(tmp_path / "calib")
+    out, feeds = quantize_int8(paired["path"], tmp_path / "model.int8.onnx", calib)
+    assert len(feeds) == 3 and feeds[0]["image"].shape == (1, 3, 64, 64)  # the A half, at the spec's size
+    model = onnx.load(str(out))
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and forbidden_ops(model) == set()
+    check_graph(model, paired["spec"])  # same inputs: masks survive quantisation
+    assert read_onnx_precision(out) == "int8" and read_onnx_spec(out) == paired["spec"]
+    result = compare(paired["path"], out, feeds, runs=1, threads=1)
+    assert 0 < result["max_diff"] < 0.5 and result["ms_int8"] > 0
+
+
+# --- metadata and the caller's model ----------------------------------------------------------
+
+def test_spec_round_trips_through_metadata(paired, legacy_fp16):
+    assert read_onnx_spec(paired["path"]) == paired["spec"]
+    assert read_onnx_precision(paired["path"]) == "fp32"
+    spec16 = read_onnx_spec(legacy_fp16["path"])
+    assert spec16 == legacy_fp16["spec"]
+    assert (spec16.task, spec16.generator, spec16.dropout_p, spec16.in_channels, spec16.out_channels) == \
+        ("colorize", "encdec", 0.3, 1, 2)
+    model = onnx.load(str(paired["path"]))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert ModelSpec.from_json(props["p2p.spec"]) == paired["spec"]
+
+
+def test_read_onnx_spec_rejects_foreign_files(tmp_path):
+    plain = tmp_path / "plain.onnx"
+    onnx.save(tiny_model(helper.make_node("Relu", ["x"], ["y"])), str(plain))
+    with pytest.raises(SpecError, match="no 'p2p.spec' metadata"):
+        read_onnx_spec(plain)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a protobuf\xff" * 10)
+    with pytest.raises(SpecError):
+        read_onnx_spec(junk)
+    with pytest.raises(SpecError, match="does not exist"):
+        read_onnx_spec(tmp_path / "missing.onnx")
+
+
+def test_export_leaves_generator_unchanged(paired, legacy_fp16):
+    assert same_state(paired["before"], snapshot(paired["gen"]))
+    assert paired["gen"].training is False
+    # a generator with running statistics: tracing in train mode must not update them
+    gen = legacy_fp16["gen"]
+    assert same_state(legacy_fp16["before"], snapshot(gen))
+    bn = next(m for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert int(bn.num_batches_tracked) == 7 and gen.training is True
+    assert all(p.requires_grad for p in gen.parameters())
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+def run_cli(args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    # click turns our errors into SystemExit; any other exception would be a traceback for a user
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    return result
+
+
+def one_error_line(result) -> str:
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, even where it is installed
+    digest, state = sha256(checkpoint), load_checkpoint(checkpoint)["generator"]
+    out = tmp_path / "out" / "model.onnx"
+    result = run_cli([checkpoint.parent, "-o", out, "--fp16", "--verify", "--trt", "--shapes", "64x64,128x128",
+                      "--batch", "2"])
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert "TensorRT is not installed" in line and "pip install tensorrt" in line and "JetPack" in line
+    assert "was written" in line
+    assert "OK: fp16" in result.output
+    # the ONNX file is there and complete; no engine, no stray files
+    assert read_onnx_spec(out) == load_checkpoint(checkpoint)["spec"]
+    assert read_onnx_precision(out) == "fp16"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
+    # the checkpoint is untouched: bytes and weights
+    assert sha256(checkpoint) == digest
+    assert same_state(state, load_checkpoint(checkpoint)["generator"])
+
+
+def test_cli_help_has_an_example():
+    result = run_cli(["--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.output and "p2p-export runs/" in result.output
+
+
+def newer_format(path):
+    state = torch.load(path, weights_only=True)
+    state["format"] = 99
+    torch.save(state, path)
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("text_file", "not a readable p2p checkpoint"),
+    ("other_torch_file", "not a p2p checkpoint"),
+    ("corrupt", "not a readable p2p checkpoint"),
+    ("newer", "newer than this p2p"),
+    ("missing", "does not exist"),
+    ("empty_run_folder", "has no checkpoint.pt"),
+])
+def test_cli_bad_checkpoints(checkpoint, tmp_path, case, expect):
+    target = checkpoint
+    if case == "text_file":
+        target = tmp_path / "notes.txt"
+        target.write_text("hello")
+    elif case == "other_torch_file":
+        target = tmp_path / "weights.pt"
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, target)
+    elif case == "corrupt":
+        truncate(checkpoint)
+    elif case == "newer":
+        newer_format(checkpoint)
+    elif case == "missing":
+        target = tmp_path / "nope.pt"
+    elif case == "empty_run_folder":
+        target = tmp_path / "empty_run"
+        target.mkdir()
+    out = tmp_path / "out" / "model.onnx"
+    result = run_cli([target, "-o", out])
+    assert result.exit_code == 1
+    assert expect in one_error_line(result)
+    assert not out.exists()
+
+
+def test_cli_unwritable_output(checkpoint, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = run_cli([checkpoint, "-o", blocker / "sub" / "model.onnx"])
+    assert result.exit_code == 1 and "cannot create output folder" in one_error_line(result)
+    result = run_cli([checkpoint, "-o", tmp_path])
+    assert result.exit_code == 1 and "is a folder" in one_error_line(result)
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0,
+                    reason="root ignores folder permissions")
+def test_cli_read_only_folder(checkpoint, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        result = run_cli([checkpoint, "-o", folder / "model.onnx"])
+        assert result.exit_code == 1 and "not writable" in one_error_line(result)
+    finally:
+        folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--trt", "--shapes", "100x100"], "multiples of 64"),
+    (["--trt", "--shapes", "64x64,96x128"], "multiples of 64"),
+    (["--trt", "--min", "1x64x64", "--opt", "1x128x128", "--max", "1x64x64"], "min ≤ opt ≤ max"),
+    (["--trt", "--min", "1x64x64", "--opt", "1x64x64", "--max", "2x64x200"], "multiples of 64"),
+    (["--trt", "--shapes", "big"], "HEIGHTxWIDTH"),
+    (["--trt", "--min", "1x64", "--opt", "1x64x64", "--max", "1x64x64"], "NxHxW"),
+])
+def test_cli_bad_shapes_fail_before_export(checkpoint, tmp_path, args, expect):
+    out = tmp_path / "model.onnx"
+    result = run_cli([checkpoint, "-o", out, *args])
+    assert result.exit_code == 1
+    assert expect in one_error_line(result)
+    assert not out.exists()  # checked before minutes of export/build
+
+
+def test_cli_int8_bad_calibration_folder_fails_before_export(checkpoint, tmp_path):
+    out = tmp_path / "model.onnx"
+    (tmp_path / "empty").mkdir()
+    for calib, expect in ((tmp_path / "empty", "no images"), (tmp_path / "missing", "not a folder")):
+        result = run_cli([checkpoint, "-o", out, "--int8", "--calib", calib])
+        assert result.exit_code == 1 and expect in one_error_line(result)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["--shapes", "64x64"], ["--trt", "--min", "1x64x64"],
+                                  ["--int8"], ["--int8", "--calib", ".", "--fp16"], ["--calib", "."],
+                                  ["--trt", "--shapes", "64x64", "--min", "1x64x64", "--opt", "1x64x64",
+                                   "--max", "1x64x64"]])
+def test_cli_usage_errors(checkpoint, tmp_path, args):
+    result = run_cli([checkpoint, "-o", tmp_path / "model.onnx", *args])
+    assert result.exit_code == 2 and "Error:" in result.output
+
+
+# --- TensorRT helpers (no engine is built here) -----------------------------------------------
+
+def test_shapes_parsing_and_profile():
+    spec = ModelSpec.for_task("paired", 256)
+    assert parse_nhw("2x256x512") == (2, 256, 512)
+    assert parse_sizes("256x256, 512x768") == [(256, 256), (512, 768)]
+    shapes = Shapes.from_sizes(spec, [(512, 768), (256, 256)], max_batch=4).check(spec)
+    assert shapes.to_dict() == {"min": [1, 256, 256], "opt": [1, 512, 768], "max": [4, 512, 768]}
+    assert Shapes.single(spec).to_dict()["opt"] == [1, 256, 256]
+    with pytest.raises(SpecError, match="multiples of 256"):
+        Shapes.from_sizes(spec, [(720, 1280)]).check(spec)
+    with pytest.raises(SpecError, match="batch"):
+        Shapes((0, 256, 256), (1, 256, 256), (1, 256, 256)).check(spec)
+
+
+def test_import_tensorrt_explains_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(TensorRTUnavailable, match="JetPack.*pip install tensorrt"):
+        import_tensorrt()
+
+
+def test_check_writable_creates_missing_folders(tmp_path):
+    target = tmp_path / "a" / "b" / "model.onnx"
+    check_writable(target)
+    assert target.parent.is_dir() and not target.exists()
+
+
+class FakeTensorRT:
+    """Just enough of the TensorRT 10/11 Python API to check what build_engine asks of it."""
+
+    def __init__(self, version: str):
+        import types
+        self.__version__ = version
+        self.calls = {"profile": {}, "flags": set(), "cleared": set(), "parsed": None, "network_flags": None}
+        calls, fake = self.calls, self
+        self.float32 = "float32"
+        self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level=None: None})
+        self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+        self.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0)
+        self.LayerType = types.SimpleNamespace(NORMALIZATION="norm", REDUCE="reduce")
+        flags = ["TF32", "PREFER_PRECISION_CONSTRAINTS"] + (["FP16"] if version.startswith("10.") else [])
+        self.BuilderFlag = types.SimpleNamespace(**{f: f for f in flags})
+
+        class Network:
+            def __init__(self):
+                self.inputs = []
+                self.num_layers = 0
+
+            @property
+            def num_inputs(self):
+                return len(self.inputs)
+
+            def get_input(self, i):
+                return types.SimpleNamespace(name=self.inputs[i])
+
+        class Parser:
+            def __init__(self, network, logger):
+                self.network, self.num_errors = network, 0
+
+            def set_flag(self, flag):
+                pass
+
+            def parse_from_file(self, path):
+                calls["parsed"] = path
+                self.network.inputs = [i.name for i in onnx.load(path, load_external_data=False).graph.input]
+                return True
+
+        class Cache:
+            def serialize(self):
+                return b"timing-cache"
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                pass
+
+            def add_optimization_profile(self, profile):
+                pass
+
+            def set_flag(self, flag):
+                calls["flags"].add(flag)
+
+            def clear_flag(self, flag):
+                calls["cleared"].add(flag)
+
+            def create_timing_cache(self, data):
+                return Cache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                return True
+
+            def get_timing_cache(self):
+                return Cache()
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi):
+                calls["profile"][name] = (tuple(lo), tuple(opt), tuple(hi))
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                calls["network_flags"] = flags
+                return Network()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                return b"engine-bytes"
+
+        self.Builder, self.OnnxParser = Builder, Parser
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, version):
+    import json
+
+    from p2p.export.tensorrt_build import build_engine
+    fake = FakeTensorRT(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    spec = paired["spec"]
+    shapes = Shapes((1, 64, 64), (2, 128, 64), (4, 128, 192))
+    engine = build_engine(paired["path"], tmp_path / "model.engine", shapes=shapes, fp16=True,
+                          fp16_onnx_path=paired["path"], timing_cache=tmp_path / "tc", log=lambda m: None)
+    assert engine.read_bytes() == b"engine-bytes" and (tmp_path / "tc").read_bytes() == b"timing-cache"
+    profile = fake.calls["profile"]
+    assert set(profile) == {"image", *spec.mask_names()}  # the image and every mask
+    assert profile["image"] == ((1, 3, 64, 64), (2, 3, 128, 64), (4, 3, 128, 192))
+    for k, name in enumerate(spec.mask_names()):
+        assert profile[name] == tuple(tuple(spec.mask_shapes(*s)[k]) for s in (shapes.min, shapes.opt, shapes.max))
+    meta = json.loads((tmp_path / "model.engine.json").read_text())
+    assert ModelSpec.from_dict(meta["spec"]) == spec and meta["precision"] == "fp16"
+    assert meta["shapes"] == {"min": [1, 64, 64], "opt": [2, 128, 64], "max": [4, 128, 192]}
+    assert meta["tensorrt_version"] == version
+    if version.startswith("10."):
+        assert "FP16" in fake.calls["flags"] and fake.calls["network_flags"] == 0
+    else:  # strongly typed: precision comes from the FP16 ONNX, no FP16 flag exists
+        assert fake.calls["flags"] == set() and fake.calls["network_flags"] == 2
+    # fp32 engines keep true fp32 (no TF32), and TensorRT 11 without an FP16 ONNX says what to do
+    build_engine(paired["path"], tmp_path / "m32.engine", log=lambda m: None, timing_cache=tmp_path / "tc")
+    assert "TF32" in fake.calls["cleared"]
+    assert json.loads((tmp_path / "m32.engine.json").read_text())["shapes"]["max"] == [1, 64, 64]
+    if not version.startswith("10."):
+        with pytest.raises(ExportError, match="strongly typed"):
+            build_engine(paired["path"], tmp_path / "x.engine", fp16=True, log=lambda m: None)
