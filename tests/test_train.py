@@ -202,3 +202,12 @@ def test_real_facades_validation_l1_drops(tmp_path):
     assert r.exit_code == 0, r.output
     val = [json.loads(l)["val_l1"] for l in (out / "log.jsonl").read_text().splitlines() if "val_l1" in l]
     assert len(val) == 2 and val[-1] < val[0] - 0.005, val
+
+
+def test_patch_too_large_for_the_size_is_a_clear_error(tmp_path):
+    msg = fail("--out", str(tmp_path / "o"), "--size", "64", "--ngf", "4", "--ndf", "4", "--patch", "286",
+               "--iters", "1", "--no-progress")
+    assert "--patch 286 at --size 64" in msg
+    r = train("--out", str(tmp_path / "o2"), "--size", "128", "--ngf", "4", "--ndf", "4", "--patch", "286",
+              "--iters", "1", "--no-progress")
+    assert r.exit_code == 0, r.output

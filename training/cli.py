@@ -104,7 +104,7 @@ def main(ctx: click.Context, **opts) -> None:
     opts["data"], opts["out"] = str(opts["data"]), str(out)
     try:
         cfg = TrainConfig(**opts)
-        cfg.spec()
+        cfg.validate()
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     try:

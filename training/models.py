@@ -131,6 +131,14 @@ class Discriminator(nn.Module):
         return self.model(x)
 
 
+def patch_norm_size(image_size: int, patch: int) -> int:
+    """Side of the map that the PatchGAN's last BatchNorm normalises, for a square input."""
+    if patch == 1:
+        return image_size
+    n_layers = {16: 1, 70: 3, 286: 5}[patch]
+    return image_size // 2 ** n_layers - 1  # n stride-2 k4 convs halve; the k4 stride-1 conv takes one
+
+
 def init_weights(net: nn.Module, std: float = 0.02) -> None:
     """The paper's initialisation: N(0, 0.02) for convolutions, N(1, 0.02) for norm scales."""
     for m in net.modules():

@@ -25,7 +25,7 @@ from p2p.runtime.spec import ModelSpec
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from .data import DataError, PairDataset, resolve_split
 from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
-from .models import Discriminator, Generator, draw_mask, init_weights
+from .models import Discriminator, Generator, draw_mask, init_weights, patch_norm_size
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
 
@@ -62,6 +62,15 @@ class TrainConfig:
     log_every: int = 10
     val_images: int = 8
     progress: bool = True
+
+    def validate(self) -> None:
+        """Combinations that cannot train, as one clear ValueError each."""
+        self.spec()
+        self.objective_()
+        side = patch_norm_size(self.size, self.patch)
+        if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
+            raise ValueError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
+                             f"for its last 4x4 convolution; use --size {2 * self.size} or more, or a smaller --patch")
 
     def spec(self) -> ModelSpec:
         return ModelSpec.for_task(self.task, self.size, ngf=self.ngf, generator=self.generator,
