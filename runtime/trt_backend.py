@@ -1,0 +1,170 @@
+"""Native TensorRT backend: a p2p engine run with the TensorRT 10 Python API and cuda-python.
+
+No torch: device memory comes from cuda-python (``cuda.bindings.runtime``). Device
+and pinned host buffers are allocated and bound to the execution context once per
+frame size (again only if a larger size arrives), and everything runs on one CUDA
+stream: copy in → ``execute_async_v3`` → copy out → synchronise.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import ArtifactError, ShapeError, read_engine_meta
+from .ort_backend import INPUT_NAME, OUTPUT_NAME, BackendUnavailable
+
+INSTALL_HINT = ("pip install 'p2p[gpu]' (tensorrt and cuda-python) on a CUDA machine; on Jetson use "
+                "JetPack's TensorRT (python3-libnvinfer) in a venv made with --system-site-packages")
+
+
+def _import():
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(f"native TensorRT backend: the tensorrt package is missing ({exc}): "
+                                 f"{INSTALL_HINT}") from None
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError as exc:
+        raise BackendUnavailable(f"native TensorRT backend: cuda-python ≥ 12.6 is missing ({exc}): "
+                                 f"{INSTALL_HINT}") from None
+    return trt, cudart
+
+
+def available() -> bool:
+    """tensorrt and cuda-python importable and a CUDA device visible."""
+    try:
+        _, cudart = _import()
+        err, count = cudart.cudaGetDeviceCount()
+        return err == cudart.cudaError_t.cudaSuccess and count > 0
+    except Exception:  # a broken driver install is "not available", not a crash
+        return False
+
+
+class _Cuda:
+    """Thin error-checking wrapper: cuda-python returns (error, *results) tuples."""
+
+    def __init__(self, cudart):
+        self.rt = cudart
+
+    def __call__(self, result):
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            _, name = self.rt.cudaGetErrorName(err)
+            raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+        return rest[0] if len(rest) == 1 else tuple(rest) if rest else None
+
+
+class _Buffer:
+    """One tensor's device memory and pinned host staging memory, sized in bytes."""
+
+    def __init__(self, cuda: _Cuda, nbytes: int):
+        self.cuda, self.nbytes = cuda, nbytes
+        self.device = cuda(cuda.rt.cudaMalloc(nbytes))
+        self.host_ptr = cuda(cuda.rt.cudaMallocHost(nbytes))
+        self.host = np.ctypeslib.as_array(ctypes.cast(self.host_ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
+
+    def view(self, dtype, shape) -> np.ndarray:
+        count = int(np.prod(shape))
+        return self.host[: count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+
+    def free(self) -> None:
+        self.cuda(self.cuda.rt.cudaFree(self.device))
+        self.cuda(self.cuda.rt.cudaFreeHost(self.host_ptr))
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, path: Path, device: int = 0):
+        self.path = Path(path)
+        meta = read_engine_meta(self.path)  # spec and shapes first: clear errors even without a GPU
+        self.spec, self.limits, self.precision = meta.spec, meta.shapes, meta.precision
+        trt, cudart = _import()
+        self._trt, self._cuda = trt, _Cuda(cudart)
+        err, count = cudart.cudaGetDeviceCount()
+        if err != cudart.cudaError_t.cudaSuccess or count == 0:
+            raise BackendUnavailable("native TensorRT backend: no CUDA device is visible (driver missing, or "
+                                     "CUDA_VISIBLE_DEVICES empty); use the .onnx model on the CPU instead")
+        self._cuda(cudart.cudaSetDevice(device))
+        if meta.tensorrt_version and meta.tensorrt_version != trt.__version__:
+            raise ArtifactError(f"{self.path} was built with TensorRT {meta.tensorrt_version}, this machine has "
+                                f"{trt.__version__}: engines only load on the version that built them; rebuild "
+                                "it here with p2p-export (or run the .onnx file)")
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise ArtifactError(f"{self.path}: TensorRT {trt.__version__} cannot load this engine (built with "
+                                "another TensorRT version or for another GPU?): rebuild it on this machine with "
+                                "p2p-export")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        want = [INPUT_NAME, *self.spec.mask_names()]
+        if sorted(inputs) != sorted(want) or [n for n in names if n not in inputs] != [OUTPUT_NAME]:
+            raise ArtifactError(f"{self.path}: engine tensors {names} do not match its spec (expected inputs "
+                                f"{want} and output {OUTPUT_NAME}): rebuild it with p2p-export")
+        self.mask_names = want[1:]
+        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        self._buffers: dict[str, _Buffer] = {}
+        self._shape: tuple | None = None
+        self._stream = self._cuda(cudart.cudaStreamCreate())
+
+    def check_shape(self, n: int, h: int, w: int) -> None:
+        self.limits.check(n, h, w, f"TensorRT engine {self.path.name}")
+
+    def _bind(self, shapes: dict[str, tuple]) -> None:
+        """Set input shapes; (re)allocate and bind buffers only when a tensor outgrows its buffer."""
+        for name in [INPUT_NAME, *self.mask_names]:
+            if not self.context.set_input_shape(name, shapes[name]):
+                raise ShapeError(f"TensorRT rejected input {name} of shape {shapes[name]}")
+        shapes[OUTPUT_NAME] = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        for name, shape in shapes.items():
+            nbytes = int(np.prod(shape)) * self._dtypes[name].itemsize
+            buf = self._buffers.get(name)
+            if buf is None or buf.nbytes < nbytes:
+                if buf is not None:
+                    buf.free()
+                buf = self._buffers[name] = _Buffer(self._cuda, nbytes)
+                self.context.set_tensor_address(name, int(buf.device))
+        self._shape = shapes
+
+    def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+        n, _, h, w = image.shape
+        self.check_shape(n, h, w)
+        feeds = dict(zip([INPUT_NAME, *self.mask_names], [image, *masks]))
+        shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+        if self._shape is None or any(self._shape[k] != s for k, s in shapes.items()):
+            self._bind(shapes)
+        rt, cuda, stream = self._cuda.rt, self._cuda, self._stream
+        h2d, d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name, array in feeds.items():
+            buf = self._buffers[name]
+            staged = buf.view(self._dtypes[name], array.shape)
+            np.copyto(staged, array, casting="same_kind")  # fp16 engines take fp16 inputs
+            cuda(rt.cudaMemcpyAsync(buf.device, buf.host_ptr, staged.nbytes, h2d, stream))
+        if not self.context.execute_async_v3(int(stream)):
+            raise RuntimeError(f"TensorRT failed to run {self.path.name} (see the TensorRT log above)")
+        out = self._buffers[OUTPUT_NAME]
+        result = out.view(self._dtypes[OUTPUT_NAME], self._shape[OUTPUT_NAME])
+        cuda(rt.cudaMemcpyAsync(out.host_ptr, out.device, result.nbytes, d2h, stream))
+        cuda(rt.cudaStreamSynchronize(stream))
+        return result if result.dtype == np.float32 else result.astype(np.float32)
+
+    def close(self) -> None:
+        for buf in self._buffers.values():
+            buf.free()
+        self._buffers.clear()
+        if getattr(self, "_stream", None) is not None:
+            self._cuda(self._cuda.rt.cudaStreamDestroy(self._stream))
+            self._stream = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

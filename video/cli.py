@@ -1,0 +1,116 @@
+"""p2p-video (translate a video file) and p2p-translate (translate still images)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import cv2
+
+from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image
+
+from .options import model_options, open_translator, user_errors
+from .pipeline import translate_video
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--side-by-side", is_flag=True, help="Write input | output next to each other.")
+@click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after N frames (a quick preview).")
+@click.option("--no-progress", is_flag=True, help="No progress bar (e.g. in logs).")
+@model_options(noise_default="fixed")
+def video_main(model, input, output, side_by_side, max_frames, no_progress, **opts):
+    """Translate the video INPUT frame by frame into OUTPUT, with MODEL (.onnx or .engine).
+
+    OUTPUT has the input's frame rate and frame count (.mp4, .avi, .mkv, .mov).
+    Decoding and encoding run on their own threads, beside the model.
+
+    \b
+    Examples:
+      p2p-video runs/edges/model.onnx street.mp4 street_p2p.mp4
+      p2p-video model.onnx street.mp4 out.mp4 --side-by-side --noise per-frame --seed 1
+      p2p-video model.engine clip.avi out.avi --fit pad --size 512
+    """
+    from tqdm import tqdm
+
+    translator = open_translator(model, **opts)
+    bar = None
+
+    def on_open(total, fps):
+        nonlocal bar
+        click.echo(f"{input} → {output}: {fps:g} fps, {translator.describe()}, seed {translator.seed}", err=True)
+        bar = tqdm(total=total, unit="frame", disable=no_progress, dynamic_ncols=True)
+
+    with user_errors():
+        try:
+            stats = translate_video(translator, input, output, side_by_side=side_by_side, max_frames=max_frames,
+                                    on_open=on_open, on_frame=lambda: bar.update(1))
+        finally:
+            if bar is not None:
+                bar.close()
+    click.echo(f"wrote {output}: {stats.frames} frames at {stats.fps:g} fps, translated at "
+               f"{stats.throughput:.1f} frames/s")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the results (created if needed).")
+@click.option("--samples", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="Stochastic outputs per image (K draws of the dropout noise; needs --noise per-frame).")
+@model_options(noise_default="per-frame")
+def translate_main(model, images, out_dir, samples, **opts):
+    """Translate still IMAGES (files or folders of images) with MODEL into OUT.
+
+    Each result is OUT/NAME.png (NAME_sK.png with --samples), at the input's size.
+
+    \b
+    Examples:
+      p2p-translate runs/facades/model.onnx labels/ -o results/
+      p2p-translate model.onnx sketch.png --samples 4 --seed 0 -o samples/
+      p2p-translate model.onnx photo.jpg --fit pad --size 512 -o out/
+    """
+    if samples > 1 and opts["noise"] != "per-frame":
+        raise click.BadParameter(f"--samples {samples} needs --noise per-frame (with {opts['noise']} every "
+                                 "sample would be the same image)", param_hint="--samples")
+    files = _collect(images)
+    translator = open_translator(model, **opts)
+    with user_errors():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        names: set[str] = set()
+        for path in files:
+            frame = read_image(path)
+            stem = _unique(path.stem, names)
+            for k in range(samples):
+                result = translator.translate(frame)  # one frame per run: statistics of this image alone
+                target = out_dir / (f"{stem}_s{k}.png" if samples > 1 else f"{stem}.png")
+                if not cv2.imwrite(str(target), result):
+                    raise OSError(f"cannot write {target}")
+    click.echo(f"translated {len(files)} image(s) × {samples} into {out_dir} "
+               f"({translator.describe()}, seed {translator.seed})")
+
+
+def _collect(inputs) -> list[Path]:
+    files = []
+    for path in inputs:
+        if path.is_dir():
+            found = list_images(path)
+            if not found:
+                raise click.ClickException(f"no images in {path} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise click.ClickException(f"{path} does not exist")
+    return files
+
+
+def _unique(stem: str, taken: set[str]) -> str:
+    """Two inputs called a.png in different folders must not overwrite each other's result."""
+    name, k = stem, 1
+    while name in taken:
+        name, k = f"{stem}-{k}", k + 1
+    taken.add(name)
+    return name
