@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
 import tempfile
 import warnings
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import onnx
 
+from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 
 META_SPEC = "p2p.spec"
@@ -176,26 +176,6 @@ def save_onnx(model: onnx.ModelProto, path) -> Path:
     return path
 
 
-def write_atomic(path, data: bytes) -> None:
-    """Temp file in the same folder + rename: a crash never leaves half a model behind."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def check_writable(path) -> None:
     """Fail before any work if the file's folder cannot be created or written."""
     path = Path(path)
@@ -206,8 +186,11 @@ def check_writable(path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ExportError(f"output folder {folder} is not writable")
+    try:  # really try: permission bits say nothing for root, read-only mounts or /proc
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ExportError(f"output folder {folder} is not writable ({exc.strerror or exc})") from None
 
 
 def _name_dims(model: onnx.ModelProto, multiple: int) -> None:

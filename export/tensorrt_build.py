@@ -19,7 +19,10 @@ from pathlib import Path
 
 from p2p.runtime.spec import ModelSpec, SpecError
 
-from .onnx_export import ExportError, read_onnx_spec, write_atomic
+from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
+from p2p.runtime.files import write_atomic
+
+from .onnx_export import ExportError, read_onnx_spec
 
 INSTALL_HINT = ("on Jetson use JetPack's TensorRT (sudo apt install python3-libnvinfer, and a venv made with "
                 "--system-site-packages); elsewhere pip install tensorrt (CUDA 13) or tensorrt-cu12 (CUDA 12)")
@@ -30,11 +33,8 @@ class TensorRTUnavailable(ExportError):
 
 
 @dataclass(frozen=True)
-class Shapes:
-    """The optimisation profile: (N, H, W) at min, opt and max."""
-    min: tuple[int, int, int]
-    opt: tuple[int, int, int]
-    max: tuple[int, int, int]
+class Shapes(ShapeLimits):
+    """The optimisation profile to build: (N, H, W) at min, opt and max."""
 
     @classmethod
     def single(cls, spec: ModelSpec, batch: int = 1, height: int | None = None, width: int | None = None):
@@ -197,13 +197,10 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     meta = {"spec": spec.to_dict(), "shapes": shapes.to_dict(), "precision": precision,
             "tensorrt_version": trt.__version__, "device": _device_name(),
             "onnx": Path(fp16_onnx_path or onnx_path).name}
-    write_atomic(engine_json_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
+    write_atomic(engine_meta_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
     return engine_path
 
 
-def engine_json_path(engine_path) -> Path:
-    engine_path = Path(engine_path)
-    return engine_path.with_name(engine_path.name + ".json")
 
 
 def _pin_norm_fp32(trt, network, config) -> None:

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from conftest import shared_data
 from p2p.training.checkpoint import load_checkpoint
@@ -24,7 +24,7 @@ from p2p.training.trainer import TrainConfig, Trainer
 TINY = ["--size", "32", "--ngf", "4", "--ndf", "4", "--no-progress", "--sample-every", "1000"]
 
 
-def train(*args: str) -> "click.testing.Result":
+def train(*args: str) -> Result:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 

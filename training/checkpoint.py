@@ -6,13 +6,12 @@ unpickling, ever. It carries the model spec, so export and serving need no flags
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec, SpecError
 
 CHECKPOINT_FORMAT = 1
@@ -41,22 +40,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
     A crash or Ctrl-C at any moment leaves either the old checkpoint or the new
     one, never half of one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"kind": "p2p-checkpoint", "format": CHECKPOINT_FORMAT, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(run_or_file: Path, map_location="cpu") -> dict:

@@ -11,7 +11,6 @@ instance normalisation.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import click
 import numpy as np
+
+from p2p.runtime.files import write_atomic
 
 EXAMPLE = """
 \b
@@ -237,9 +238,7 @@ def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(_finite(results), indent=1))
-    os.replace(tmp, folder / "metrics.json")
+    write_atomic(folder / "metrics.json", json.dumps(_finite(results), indent=1))
     return write_report(folder, results, page)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from p2p.runtime.files import write_atomic
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -92,7 +93,5 @@ def write_report(folder: Path, results: dict, rows: list[dict]) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "index.html"
-    tmp = folder / ".index.html.tmp"
-    tmp.write_text(render(results, rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, render(results, rows))
     return path

@@ -1,12 +1,12 @@
 """What a person looks at during a run: sample grids and the loss curve."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from p2p.runtime.files import atomic_write, write_atomic
 from p2p.runtime.images import input_to_bgr, output_to_bgr
 from p2p.runtime.spec import ModelSpec
 
@@ -21,13 +21,10 @@ def sample_grid(x, fake, y, spec: ModelSpec) -> np.ndarray:
 
 
 def write_image_atomic(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(path.suffix, image)
     if not ok:
         raise OSError(f"could not encode {path}")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, data.tobytes())
 
 
 def write_sample_grid(path: Path, x, fake, y, spec: ModelSpec) -> None:
@@ -54,8 +51,6 @@ def plot_losses(history: list[dict], path: Path) -> None:
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=80)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=80)
     plt.close(fig)
-    os.replace(tmp, path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec
 
 from .data import PairDataset, resolve_split
@@ -174,11 +174,8 @@ def train_segmenter(data: Path, direction: str = "BtoA", cfg: SegConfig = SegCon
         opt.step()
         sched.step()
     net.eval()
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".segmenter.", suffix=".tmp", dir=cache)
-    os.close(fd)
-    torch.save({"weights": net.state_dict(), "config": asdict(cfg), "seconds": time.perf_counter() - t0}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save({"weights": net.state_dict(), "config": asdict(cfg), "seconds": time.perf_counter() - t0}, f)
     return net
 
 

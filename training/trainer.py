@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -23,7 +22,7 @@ from tqdm import tqdm
 from p2p.runtime.spec import ModelSpec
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from .data import DataError, PairDataset, resolve_split
+from .data import PairDataset, resolve_split
 from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
 from .models import Discriminator, Generator, draw_mask, init_weights, patch_norm_size
 from .objective import Objective, gan_loss, l1_loss
