@@ -85,7 +85,7 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
       p2p-live --camera 0
       p2p-live runs/edges/model.onnx --camera 1 --noise per-frame
       p2p-live model.engine --source street.mp4 --headless --max-frames 300
-      p2p-live model.onnx --source rtsp://192.168.1.20:8554/cam --record out.mp4
+      p2p-live model.onnx --source rtsp://camera.local:8554/cam --record out.mp4
       p2p-live model.engine --source "nvarguscamerasrc ! ... ! appsink drop=1 max-buffers=1"
     """
     if camera is not None and source is not None:
