@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 import onnx
-
+from p2p.runtime.errors import first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 
@@ -87,8 +87,7 @@ def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.M
         root = exc
         while root.__cause__ is not None:  # the exporter wraps the informative error
             root = root.__cause__
-        first = next((line for line in str(root).splitlines() if line.strip()), type(root).__name__)
-        raise ExportError(f"torch.onnx.export failed ({type(root).__name__}): {first[:300]}") from exc
+        raise ExportError(f"torch.onnx.export failed ({type(root).__name__}): {first_line(root)}") from exc
     model = program.model_proto
     _name_dims(model, m)
     return model

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import ArtifactError
+from .errors import first_line
 from .spec import ModelSpec, SpecError
 
 META_SPEC, META_PRECISION = "p2p.spec", "p2p.precision"
@@ -114,9 +115,8 @@ class OrtBackend:
         try:
             return ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
-                                f"ONNX model?): {first[:300]}") from None
+                                f"ONNX model?): {first_line(exc)}") from None
 
     def _fp16_hint(self) -> bool:
         # read before the session exists: the spec is not known yet; the file name is not trusted,

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import torch
-
+from p2p.runtime.errors import first_line
 from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec, SpecError
 
@@ -52,9 +52,8 @@ def load_checkpoint(run_or_file: Path, map_location="cpu") -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle, zip and tensor errors all mean the same to a user
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path} is not a readable p2p checkpoint (corrupt, truncated, or another "
-                              f"kind of file): {first[:200]}") from None
+                              f"kind of file): {first_line(exc, 200)}") from None
     if not isinstance(state, dict) or state.get("kind") != "p2p-checkpoint":
         raise CheckpointError(f"{path} is a PyTorch file but not a p2p checkpoint")
     if int(state.get("format", 0)) > CHECKPOINT_FORMAT:
@@ -77,5 +76,5 @@ def load_generator(run_or_file: Path, map_location="cpu"):
         gen.load_state_dict(state["generator"])
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{run_or_file}: generator weights do not fit its spec: "
-                              f"{str(exc).splitlines()[0][:200]}") from None
+                              f"{first_line(exc, 200)}") from None
     return gen, state["spec"], state

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 import numpy as np
-
+from p2p.runtime.errors import first_line
 from p2p.runtime.files import write_atomic
 
 EXAMPLE = """
@@ -95,8 +95,7 @@ def open_model(path: Path, backend: str = "auto"):
         raise EvalError(str(exc)) from None
     except Exception as exc:  # onnxruntime raises its own types for corrupt files
         if path.suffix.lower() in ARTIFACT_SUFFIXES:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise EvalError(f"{path}: cannot open this model ({first[:200]})") from None
+            raise EvalError(f"{path}: cannot open this model ({first_line(exc, 200)})") from None
         raise
 
 
@@ -106,11 +105,10 @@ def evaluate(model, data: Path, *, split: str = "val", direction: str | None = N
              limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config=None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
     """Score ``model`` on ``data``/``split``; returns (results for metrics.json, rows for the page)."""
-    from tqdm import tqdm
-
     from p2p.runtime.images import input_to_bgr, output_to_bgr, target_to_bgr
     from p2p.runtime.masks import MaskSampler
     from p2p.runtime.spec import ModelSpec, SpecError
+    from tqdm import tqdm
 
     from . import metrics as M
     from .data import DataError, PairDataset, resolve_split
@@ -310,7 +308,7 @@ def main(model, data, direction, split, layout, size, noise, samples, seed, limi
     except EvalError as exc:
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:  # shape and spec errors from the runtime
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+        raise click.ClickException(first_line(exc, limit=10_000)) from None
     results["model_name"] = model.resolve().name if model.is_dir() else model.name
     folder = report or default_report_dir(model, split)
     try:

@@ -16,14 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from p2p.runtime.errors import first_line
+from p2p.runtime.spec import ModelSpec
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from p2p.runtime.spec import ModelSpec
-
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data import PairDataset, resolve_split
-from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
+from .distributed import (
+    World,
+    any_rank,
+    convert_sync_batchnorm,
+    gather_objects,
+    wrap_ddp,
+)
 from .models import Discriminator, Generator, draw_mask, init_weights, patch_norm_size
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
@@ -322,7 +333,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainError(f"cannot resume: {path} does not fit this architecture "
-                             f"({str(exc).splitlines()[0][:160]}); pass the run's original flags or use a new --out") from None
+                             f"({first_line(exc, 160)}); pass the run's original flags or use a new --out") from None
         self.state = RunState(state["epoch"], state["epoch_step"], state["iteration"], state.get("seconds", 0.0),
                               self._read_history())
         rng = state["rng"]

@@ -5,9 +5,9 @@ import contextlib
 from pathlib import Path
 
 import click
-
 from p2p.runtime.artifacts import ArtifactError
 from p2p.runtime.backends import BACKENDS
+from p2p.runtime.errors import first_line
 from p2p.runtime.images import ImageError
 from p2p.runtime.masks import NOISE_MODES
 from p2p.runtime.ort_backend import BackendUnavailable
@@ -29,7 +29,7 @@ def user_errors():
     except click.ClickException:
         raise
     except USER_ERRORS as exc:
-        raise click.ClickException(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise click.ClickException(first_line(exc, limit=10_000))
 
 
 def model_options(noise_default: str):

@@ -1,0 +1,8 @@
+"""Turning library exceptions into the one line a user reads."""
+from __future__ import annotations
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none), cut to ``limit``."""
+    line = next((s for s in str(exc).splitlines() if s.strip()), type(exc).__name__)
+    return line.strip()[:limit]
