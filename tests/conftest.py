@@ -21,6 +21,17 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+def one_line_error(result, code: int = 1) -> str:
+    """A CLI failure the way users must see it: exit ``code`` (click: 1 for our errors, 2 for usage),
+    one 'Error:' line, no traceback and no exception other than click's exit. Returns that line."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     import torch

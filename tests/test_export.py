@@ -15,14 +15,27 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import one_line_error
 from onnx import TensorProto, helper
-
 from p2p.export.cli import main as cli
 from p2p.export.fp16 import FP16_TOLERANCE
 from p2p.export.int8 import compare, quantize_int8
-from p2p.export.onnx_export import (ExportError, check_graph, check_writable, export_onnx, forbidden_ops,
-                                    read_onnx_precision, read_onnx_spec)
-from p2p.export.tensorrt_build import Shapes, TensorRTUnavailable, import_tensorrt, parse_nhw, parse_sizes
+from p2p.export.onnx_export import (
+    ExportError,
+    check_graph,
+    check_writable,
+    export_onnx,
+    forbidden_ops,
+    read_onnx_precision,
+    read_onnx_spec,
+)
+from p2p.export.tensorrt_build import (
+    Shapes,
+    TensorRTUnavailable,
+    import_tensorrt,
+    parse_nhw,
+    parse_sizes,
+)
 from p2p.export.verify import FP32_TOLERANCE, random_masks, verify_onnx
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.checkpoint import load_checkpoint, save_checkpoint
@@ -304,12 +317,6 @@ def run_cli(args):
     return result
 
 
-def one_error_line(result) -> str:
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
-
-
 def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, even where it is installed
     digest, state = sha256(checkpoint), load_checkpoint(checkpoint)["generator"]
@@ -317,7 +324,7 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
     result = run_cli([checkpoint.parent, "-o", out, "--fp16", "--verify", "--trt", "--shapes", "64x64,128x128",
                       "--batch", "2"])
     assert result.exit_code == 1
-    line = one_error_line(result)
+    line = one_line_error(result)
     assert "TensorRT is not installed" in line and "pip install tensorrt" in line and "JetPack" in line
     assert "was written" in line
     assert "OK: fp16" in result.output
@@ -375,7 +382,7 @@ def test_cli_bad_checkpoints(checkpoint, tmp_path, case, expect):
     out = tmp_path / "out" / "model.onnx"
     result = run_cli([target, "-o", out])
     assert result.exit_code == 1
-    assert expect in one_error_line(result)
+    assert expect in one_line_error(result)
     assert not out.exists()
 
 
@@ -383,15 +390,15 @@ def test_cli_unwritable_output(checkpoint, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     result = run_cli([checkpoint, "-o", blocker / "sub" / "model.onnx"])
-    assert result.exit_code == 1 and "cannot create output folder" in one_error_line(result)
+    assert result.exit_code == 1 and "cannot create output folder" in one_line_error(result)
     result = run_cli([checkpoint, "-o", tmp_path])
-    assert result.exit_code == 1 and "is a folder" in one_error_line(result)
+    assert result.exit_code == 1 and "is a folder" in one_line_error(result)
 
 
 def test_cli_read_only_folder(checkpoint):
     # /proc refuses new files for every user, root included (permission bits would not stop root)
     result = run_cli([checkpoint, "-o", "/proc/model.onnx"])
-    assert result.exit_code == 1 and "not writable" in one_error_line(result)
+    assert result.exit_code == 1 and "not writable" in one_line_error(result)
 
 
 @pytest.mark.parametrize("args,expect", [
@@ -406,7 +413,7 @@ def test_cli_bad_shapes_fail_before_export(checkpoint, tmp_path, args, expect):
     out = tmp_path / "model.onnx"
     result = run_cli([checkpoint, "-o", out, *args])
     assert result.exit_code == 1
-    assert expect in one_error_line(result)
+    assert expect in one_line_error(result)
     assert not out.exists()  # checked before minutes of export/build
 
 
@@ -415,7 +422,7 @@ def test_cli_int8_bad_calibration_folder_fails_before_export(checkpoint, tmp_pat
     (tmp_path / "empty").mkdir()
     for calib, expect in ((tmp_path / "empty", "no images"), (tmp_path / "missing", "not a folder")):
         result = run_cli([checkpoint, "-o", out, "--int8", "--calib", calib])
-        assert result.exit_code == 1 and expect in one_error_line(result)
+        assert result.exit_code == 1 and expect in one_line_error(result)
     assert not out.exists()
 
 

@@ -12,12 +12,18 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from conftest import shared_data
-from p2p.video.capture import CaptureError, LatestFrameReader, Source, has_gstreamer, parse_source
+from conftest import one_line_error, shared_data
+from p2p.video.capture import (
+    CaptureError,
+    LatestFrameReader,
+    Source,
+    has_gstreamer,
+    parse_source,
+)
 from p2p.video.cli import translate_main, video_main
 from p2p.video.display import has_gui
-from p2p.video.live import CSI_PIPELINE, main as live_main
+from p2p.video.live import CSI_PIPELINE
+from p2p.video.live import main as live_main
 from test_runtime import export_tiny
 
 
@@ -44,15 +50,6 @@ def probe(path: Path) -> tuple[int, float, tuple[int, int]]:
 
 def invoke(command, *args: str):
     return CliRunner().invoke(command, [str(a) for a in args])
-
-
-def one_line_error(result, code: int = 1) -> str:
-    """A failure the way users should see it: a non-zero exit and one 'Error:' line, no traceback."""
-    assert result.exit_code == code, (result.exit_code, result.output)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 # --- p2p-video -------------------------------------------------------------------------
