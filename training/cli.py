@@ -80,6 +80,7 @@ def main(ctx: click.Context, **opts) -> None:
     if nproc > 1 and not world.distributed:
         launch_torchrun(nproc)
     resume = opts.pop("resume")
+    resume_state = None  # the checkpoint, read once: it is large (G, D and both Adam states)
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
     given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
@@ -88,10 +89,10 @@ def main(ctx: click.Context, **opts) -> None:
         if not (out / CHECKPOINT_NAME).exists():
             raise click.ClickException(f"--resume: {out / CHECKPOINT_NAME} does not exist; start the run without --resume")
         try:
-            stored = load_checkpoint(out)["config"]
+            resume_state = load_checkpoint(out)
         except CheckpointError as exc:
             raise click.ClickException(f"cannot resume: {exc}") from None
-        for k, v in stored.items():  # what the user did not type again comes from the run
+        for k, v in resume_state["config"].items():  # what the user did not type again comes from the run
             if k in opts and k not in given and k != "progress":
                 opts[k] = v
     if opts["data"] is None:
@@ -113,7 +114,7 @@ def main(ctx: click.Context, **opts) -> None:
             warnings.showwarning = lambda m, *a, **k: click.echo(f"warning: {m}", err=True)
             if world.distributed:
                 init_process_group(world, resolve_device(cfg.device))
-            trainer = Trainer(cfg, resume=resume, world=world)
+            trainer = Trainer(cfg, resume=resume_state, world=world)
             if not resume:
                 trainer.train_set.check_all()
             result = trainer.run()

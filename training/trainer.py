@@ -23,8 +23,6 @@ from tqdm import tqdm
 
 from .checkpoint import (
     CHECKPOINT_NAME,
-    CheckpointError,
-    load_checkpoint,
     save_checkpoint,
 )
 from .data import PairDataset, resolve_split
@@ -134,7 +132,8 @@ class RunState:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, world: World = World()):
+    def __init__(self, cfg: TrainConfig, resume: dict | None = None, world: World = World()):
+        """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly."""
         self.cfg = cfg
         self.rank, self.world = world.rank, world.size
         self.main = world.rank == 0
@@ -175,8 +174,8 @@ class Trainer:
             convert_sync_batchnorm(self.G, self.device)
             if self.D:
                 convert_sync_batchnorm(self.D, self.device)
-        if resume:
-            self._load(self.out / CHECKPOINT_NAME)
+        if resume is not None:
+            self._load(resume, self.out / CHECKPOINT_NAME)
         self.G.to(self.device)
         if self.D:
             self.D.to(self.device)
@@ -305,11 +304,7 @@ class Trainer:
             save_checkpoint(state, path)
         return path
 
-    def _load(self, path: Path) -> None:
-        try:
-            state = load_checkpoint(path)
-        except CheckpointError as exc:
-            raise TrainError(f"cannot resume: {exc}") from None
+    def _load(self, state: dict, path: Path) -> None:
         if state["spec"] != self.spec:
             diff = {k: (v, self.spec.to_dict()[k]) for k, v in state["spec"].to_dict().items()
                     if self.spec.to_dict()[k] != v}
