@@ -118,7 +118,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=g).tolist()
     batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    steps = len(batches) // world if world > 1 else len(batches)
+    steps = len(batches) // world  # every rank takes the same number of steps
     return [batches[s * world + rank] for s in range(steps)]
 
 
