@@ -111,9 +111,8 @@ def main(argv=None) -> int:
     import torch
 
     from p2p.export.fp16 import to_fp16
-    from p2p.export.onnx_export import build_onnx, save_onnx, set_metadata
-    from p2p.export.verify import feed as make_feed
-    from p2p.export.verify import random_masks
+    from p2p.export.onnx_export import build_onnx, write_model
+    from p2p.runtime import contract
     from p2p.runtime.spec import ModelSpec
     from p2p.training.models import Generator, init_weights
 
@@ -137,26 +136,21 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(0)
     image = rng.uniform(-1, 1, (n, spec.in_channels, size, size)).astype(np.float32)
-    masks = random_masks(spec, n, size, size, seed=1)
-    feed = make_feed(spec, image, masks)
+    masks = contract.draw_masks(spec, np.random.default_rng(1), n, size, size)
+    feed = contract.feeds(spec, image, masks)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
         model32 = build_onnx(gen, spec)
-        set_metadata(model32, spec, "fp32")
-        onnx32 = save_onnx(model32, tmp / "model.onnx")
-        onnx16 = None
-        if not args.no_fp16:
-            model16 = to_fp16(model32)
-            set_metadata(model16, spec, "fp16")
-            onnx16 = save_onnx(model16, tmp / "model.fp16.onnx")
+        onnx32 = write_model(model32, spec, "fp32", tmp / "model.onnx")
+        onnx16 = None if args.no_fp16 else write_model(to_fp16(model32), spec, "fp16", tmp / "model.fp16.onnx")
         report.note(f"ONNX export took {time.perf_counter() - t:.0f} s")
 
         # the reference: ORT CPU on the fp32 file
         cpu = ort.InferenceSession(str(onnx32), providers=["CPUExecutionProvider"])
-        ref = cpu.run(["output"], feed)[0]
-        report.row("ONNX Runtime CPU", "fp32", timed(lambda: cpu.run(["output"], feed), min(args.runs, 10)) / n, 0.0)
+        ref = cpu.run([contract.OUTPUT], feed)[0]
+        report.row("ONNX Runtime CPU", "fp32", timed(lambda: cpu.run([contract.OUTPUT], feed), min(args.runs, 10)) / n, 0.0)
         net = gen.float().train()
         with torch.no_grad():
             torch_cpu = net(torch.from_numpy(image), [torch.from_numpy(m) for m in masks]).numpy()
@@ -205,6 +199,8 @@ def check_torch_cuda(report, net, image, masks, ref, args, n):
 
 
 def check_ort_gpu(report, ort, onnx32, onnx16, feed, ref, args, n):
+    from p2p.runtime import contract
+
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         report.note(f"onnxruntime has no CUDAExecutionProvider ({', '.join(ort.get_available_providers())}): "
                     f"ORT GPU skipped (install onnxruntime-gpu instead of onnxruntime)")
@@ -215,8 +211,8 @@ def check_ort_gpu(report, ort, onnx32, onnx16, feed, ref, args, n):
         try:
             sess = ort.InferenceSession(str(path), providers=[
                 ("CUDAExecutionProvider", {"cudnn_conv_use_max_workspace": "1"}), "CPUExecutionProvider"])
-            out = sess.run(["output"], feed)[0]
-            ms = timed(lambda: sess.run(["output"], feed), args.runs) / n
+            out = sess.run([contract.OUTPUT], feed)[0]
+            ms = timed(lambda: sess.run([contract.OUTPUT], feed), args.runs) / n
         except Exception as exc:  # a broken CUDA/cuDNN install should not hide the other checks
             report.note(f"ORT CUDA {precision} failed: {str(exc).splitlines()[0][:200]}")
             continue
@@ -266,6 +262,7 @@ def check_tensorrt(report, onnx32, onnx16, spec, feed, ref, args, n, size, cuda,
 def trt_runner(trt, logger, engine_bytes, feed):
     """A closure that runs the engine once on CUDA torch buffers, and its output tensor."""
     import torch
+    from p2p.runtime import contract
 
     dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
     engine = trt.Runtime(logger).deserialize_cuda_engine(engine_bytes)
@@ -291,7 +288,7 @@ def trt_runner(trt, logger, engine_bytes, feed):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         stream.synchronize()
 
-    return run, buffers["output"]
+    return run, buffers[contract.OUTPUT]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 import onnx
+from onnxconverter_common import float16
 
 # Checked in tests/test_export.py and by --verify: fp16 vs the PyTorch fp32 generator
 # on outputs in [-1, 1]. Measured ≈ 2e-3 on the paper's unet_256 (DEPLOYMENT-FACTS.md).
@@ -21,10 +22,6 @@ NORM_OPS = ["InstanceNormalization", "ReduceMean"]
 
 def to_fp16(model: onnx.ModelProto, *, keep_norm_fp32: bool = True) -> onnx.ModelProto:
     """An FP16 copy of ``model`` with float32 inputs and outputs (``model`` is left as it is)."""
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        raise RuntimeError("--fp16 needs onnxconverter-common: pip install onnxconverter-common") from None
     block = list(float16.DEFAULT_OP_BLOCK_LIST) + (NORM_OPS if keep_norm_fp32 else [])
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # the converter edits in place; callers keep their fp32 model

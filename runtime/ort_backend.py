@@ -10,13 +10,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
+from . import contract
 from .artifacts import ArtifactError
-from .errors import first_line
-from .spec import ModelSpec, SpecError
-
-META_SPEC, META_PRECISION = "p2p.spec", "p2p.precision"
-INPUT_NAME, OUTPUT_NAME = "image", "output"
+from .errors import BackendUnavailable, first_line
+from .spec import SpecError
 
 # backend name → ONNX Runtime provider, best first
 PROVIDERS = {
@@ -26,10 +25,6 @@ PROVIDERS = {
 }
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend asked for is not installed or has no device here; the message says what to install."""
-
-
 def cache_dir() -> Path:
     """Where the TensorRT provider keeps built engines and timing caches between runs."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -37,7 +32,6 @@ def cache_dir() -> Path:
 
 
 def available(name: str) -> bool:
-    import onnxruntime as ort
     return PROVIDERS[name] in ort.get_available_providers()
 
 
@@ -46,8 +40,6 @@ class OrtBackend:
 
     def __init__(self, path: Path, provider: str = "auto", *, threads: int | None = None,
                  optimization: str = "all", spinning: bool = True, trt_cache: Path | None = None):
-        import onnxruntime as ort
-
         self.path = Path(path)
         present = ort.get_available_providers()
         if provider == "auto":
@@ -60,18 +52,15 @@ class OrtBackend:
                     "onnxruntime (never both), or pick another --backend")
             # fall back to the CPU for any node the provider cannot take
             wanted = [provider] + (["ort-cpu"] if provider != "ort-cpu" else [])
-        self._ort = ort
         self.session = self._open(wanted, threads, optimization, spinning, trt_cache)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if META_SPEC not in meta:
-            raise ArtifactError(f"{self.path} is an ONNX model but not a p2p one (no {META_SPEC} metadata): "
-                                "export it with p2p-export")
         try:
-            self.spec = ModelSpec.from_json(meta[META_SPEC])
+            self.spec, self.precision = contract.read_metadata(self.session.get_modelmeta().custom_metadata_map,
+                                                               str(self.path))
+            contract.check_io(self.spec, [i.name for i in self.session.get_inputs()],
+                              [o.name for o in self.session.get_outputs()], str(self.path))
         except SpecError as exc:
-            raise ArtifactError(f"{self.path}: {exc}") from None
-        self.precision = meta.get(META_PRECISION, "fp32")
-        self._check_io()
+            raise ArtifactError(str(exc)) from None
+        self.mask_names = contract.mask_names(self.spec)
         used = self.session.get_providers()[0]
         self.name = next((n for n, p in PROVIDERS.items() if p == used), used)
         # GPU providers copy inputs to the device themselves; the output comes back into _out.
@@ -80,7 +69,6 @@ class OrtBackend:
         self.limits = None  # any multiple of spec.multiple works
 
     def _open(self, wanted, threads, optimization, spinning, trt_cache):
-        ort = self._ort
         opts = ort.SessionOptions()
         opts.graph_optimization_level = {
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -124,31 +112,22 @@ class OrtBackend:
         try:
             import onnx
             model = onnx.load(str(self.path), load_external_data=False)
-            return any(p.key == META_PRECISION and p.value == "fp16" for p in model.metadata_props)
+            return any(p.key == contract.META_PRECISION and p.value == "fp16" for p in model.metadata_props)
         except Exception:
             return False
-
-    def _check_io(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        want = [INPUT_NAME, *self.spec.mask_names()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != want or outputs != [OUTPUT_NAME]:
-            raise ArtifactError(f"{self.path}: inputs {inputs} / outputs {outputs} do not match its spec "
-                                f"(expected {want} / ['{OUTPUT_NAME}']): re-export it with p2p-export")
-        self.mask_names = want[1:]
 
     def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         """(N, C, H, W) float32 → (N, out_channels, H, W) float32, valid until the next run."""
         n, _, h, w = image.shape
         b = self._binding
-        b.bind_cpu_input(INPUT_NAME, image)
+        b.bind_cpu_input(contract.INPUT, image)
         for name, mask in zip(self.mask_names, masks):
             b.bind_cpu_input(name, mask)
-        shape = (n, self.spec.out_channels, h, w)
+        shape = contract.output_shape(self.spec, n, h, w)
         if self._out is None or self._out.shape != shape:
             self._out = np.empty(shape, np.float32)
             b.clear_binding_outputs()
-            b.bind_output(OUTPUT_NAME, "cpu", 0, np.float32, list(shape), self._out.ctypes.data)
+            b.bind_output(contract.OUTPUT, "cpu", 0, np.float32, list(shape), self._out.ctypes.data)
         self.session.run_with_iobinding(b)
         return self._out
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import contract
 from .artifacts import ShapeError
 from .backends import open_backend
 from .images import input_tensor, output_to_bgr, to_bgr8
@@ -196,7 +197,7 @@ class Translator:
             masks = self.sampler(n, h, w)
         else:
             masks = [np.ascontiguousarray(m, dtype=np.float32) for m in masks]
-            want = self.spec.mask_shapes(n, h, w)
+            want = contract.mask_shapes(self.spec, n, h, w)
             if [m.shape for m in masks] != want:
                 raise ShapeError(f"masks of shapes {[m.shape for m in masks]} given; this input needs {want}")
         self.last_masks = masks

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contract
 from .artifacts import ArtifactError, ShapeError, read_engine_meta
-from .ort_backend import INPUT_NAME, OUTPUT_NAME, BackendUnavailable
+from .errors import BackendUnavailable
+from .spec import SpecError
 
 INSTALL_HINT = ("pip install 'p2p[gpu]' (tensorrt and cuda-python) on a CUDA machine; on Jetson use "
                 "JetPack's TensorRT (python3-libnvinfer) in a venv made with --system-site-packages")
@@ -104,11 +106,12 @@ class TensorRTBackend:
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        want = [INPUT_NAME, *self.spec.mask_names()]
-        if sorted(inputs) != sorted(want) or [n for n in names if n not in inputs] != [OUTPUT_NAME]:
-            raise ArtifactError(f"{self.path}: engine tensors {names} do not match its spec (expected inputs "
-                                f"{want} and output {OUTPUT_NAME}): rebuild it with p2p-export")
-        self.mask_names = want[1:]
+        try:  # an engine lists its tensors in its own order
+            contract.check_io(self.spec, inputs, [n for n in names if n not in inputs], str(self.path),
+                              ordered=False)
+        except SpecError as exc:
+            raise ArtifactError(str(exc)) from None
+        self.input_names = contract.input_names(self.spec)
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self._buffers: dict[str, _Buffer] = {}
         self._shape: tuple | None = None
@@ -119,10 +122,10 @@ class TensorRTBackend:
 
     def _bind(self, shapes: dict[str, tuple]) -> None:
         """Set input shapes; (re)allocate and bind buffers only when a tensor outgrows its buffer."""
-        for name in [INPUT_NAME, *self.mask_names]:
+        for name in self.input_names:
             if not self.context.set_input_shape(name, shapes[name]):
                 raise ShapeError(f"TensorRT rejected input {name} of shape {shapes[name]}")
-        shapes[OUTPUT_NAME] = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        shapes[contract.OUTPUT] = tuple(self.context.get_tensor_shape(contract.OUTPUT))
         for name, shape in shapes.items():
             nbytes = int(np.prod(shape)) * self._dtypes[name].itemsize
             buf = self._buffers.get(name)
@@ -136,7 +139,7 @@ class TensorRTBackend:
     def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         n, _, h, w = image.shape
         self.check_shape(n, h, w)
-        feeds = dict(zip([INPUT_NAME, *self.mask_names], [image, *masks]))
+        feeds = dict(zip(self.input_names, [image, *masks]))
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         if self._shape is None or any(self._shape[k] != s for k, s in shapes.items()):
             self._bind(shapes)
@@ -149,8 +152,8 @@ class TensorRTBackend:
             cuda(rt.cudaMemcpyAsync(buf.device, buf.host_ptr, staged.nbytes, h2d, stream))
         if not self.context.execute_async_v3(int(stream)):
             raise RuntimeError(f"TensorRT failed to run {self.path.name} (see the TensorRT log above)")
-        out = self._buffers[OUTPUT_NAME]
-        result = out.view(self._dtypes[OUTPUT_NAME], self._shape[OUTPUT_NAME])
+        out = self._buffers[contract.OUTPUT]
+        result = out.view(self._dtypes[contract.OUTPUT], self._shape[contract.OUTPUT])
         cuda(rt.cudaMemcpyAsync(out.host_ptr, out.device, result.nbytes, d2h, stream))
         cuda(rt.cudaStreamSynchronize(stream))
         return result if result.dtype == np.float32 else result.astype(np.float32)

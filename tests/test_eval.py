@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT, shared_data
+from p2p.runtime import contract
 from p2p.training import metrics as M
 from p2p.training import segmenter as S
 from p2p.training.evaluate import main as eval_main
@@ -201,7 +202,7 @@ def test_colorisation_reports_histogram_intersection(tmp_path):
         kind, backend = "stand-in", "numpy"
 
         def run(self, x, masks):
-            assert [m.shape for m in masks] == self.spec.mask_shapes(*x.shape[:1], *x.shape[2:])
+            assert [m.shape for m in masks] == contract.mask_shapes(self.spec, *x.shape[:1], *x.shape[2:])
             return np.zeros((x.shape[0], 2, *x.shape[2:]), np.float32)
 
     results, page = evaluate(Grey(), shared_data("photos"), limit=3, samples=2, rows=1)

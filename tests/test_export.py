@@ -36,7 +36,8 @@ from p2p.export.tensorrt_build import (
     parse_nhw,
     parse_sizes,
 )
-from p2p.export.verify import FP32_TOLERANCE, random_masks, verify_onnx
+from p2p.export.verify import FP32_TOLERANCE, verify_onnx
+from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.checkpoint import load_checkpoint, save_checkpoint
 from p2p.training.models import Generator, init_weights
@@ -70,7 +71,11 @@ def session(path):
 
 
 def ort_feed(spec, image, masks):
-    return {"image": image, **dict(zip(spec.mask_names(), masks))}
+    return {"image": image, **dict(zip(contract.mask_names(spec), masks))}
+
+
+def random_masks(spec, batch, height, width, seed):
+    return contract.draw_masks(spec, np.random.default_rng(seed), batch, height, width)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -130,8 +135,8 @@ def test_inputs_outputs_and_dynamic_dims(paired):
     assert dims(inputs["image"]) == ["batch", 3, "height", "width"]
     assert dims(model.graph.output[0]) == ["batch", 3, "height", "width"]
     # each mask's dims are named after H and W, with the scale its shape in the spec has
-    for k, name in enumerate(spec.mask_names()):
-        n, c, h, w = spec.mask_shapes(1, spec.multiple, spec.multiple)[k]
+    for k, name in enumerate(contract.mask_names(spec)):
+        n, c, h, w = contract.mask_shapes(spec, 1, spec.multiple, spec.multiple)[k]
         scale = spec.multiple // h
         assert dims(inputs[name]) == ["batch", c, f"height/{scale}", f"width/{scale}"]
 
@@ -141,7 +146,7 @@ def test_mask_inputs_shaped_by_spec(paired, batch, height, width):
     spec, sess = paired["spec"], session(paired["path"])
     image = np.random.default_rng(0).uniform(-1, 1, (batch, 3, height, width)).astype(np.float32)
     masks = random_masks(spec, batch, height, width, seed=0)
-    assert [m.shape for m in masks] == spec.mask_shapes(batch, height, width)
+    assert [m.shape for m in masks] == contract.mask_shapes(spec, batch, height, width)
     out = sess.run(None, ort_feed(spec, image, masks))[0]
     assert out.shape == (batch, 3, height, width) and out.dtype == np.float32
     assert np.abs(out).max() <= 1.0  # tanh
@@ -204,7 +209,7 @@ def test_ort_matches_pytorch_fp32(paired):
 def test_masks_of_ones_turn_noise_off(paired):
     spec, gen = paired["spec"], paired["gen"]
     image = torch.rand(2, 3, 64, 128) * 2 - 1
-    ones = [torch.ones(s) for s in spec.mask_shapes(2, 64, 128)]
+    ones = [torch.ones(s) for s in contract.mask_shapes(spec, 2, 64, 128)]
     with torch.no_grad():
         ref = gen(image, ones).numpy()
     sess = session(paired["path"])
@@ -218,8 +223,8 @@ def test_batch_statistics_depend_on_the_batch(paired):
     spec, sess = paired["spec"], session(paired["path"])
     rng = np.random.default_rng(3)
     a, b = (rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32) for _ in range(2))
-    ones1 = [np.ones(s, np.float32) for s in spec.mask_shapes(1, 64, 64)]
-    ones2 = [np.ones(s, np.float32) for s in spec.mask_shapes(2, 64, 64)]
+    ones1 = [np.ones(s, np.float32) for s in contract.mask_shapes(spec, 1, 64, 64)]
+    ones2 = [np.ones(s, np.float32) for s in contract.mask_shapes(spec, 2, 64, 64)]
     alone = sess.run(None, ort_feed(spec, a, ones1))[0]
     paired_out = sess.run(None, ort_feed(spec, np.concatenate([a, b]), ones2))[0]
     assert np.abs(paired_out[:1] - alone).max() > 1e-3
@@ -441,13 +446,13 @@ def test_shapes_parsing_and_profile():
     spec = ModelSpec.for_task("paired", 256)
     assert parse_nhw("2x256x512") == (2, 256, 512)
     assert parse_sizes("256x256, 512x768") == [(256, 256), (512, 768)]
-    shapes = Shapes.from_sizes(spec, [(512, 768), (256, 256)], max_batch=4).check(spec)
+    shapes = Shapes.from_sizes([(512, 768), (256, 256)], max_batch=4).validated(spec)
     assert shapes.to_dict() == {"min": [1, 256, 256], "opt": [1, 512, 768], "max": [4, 512, 768]}
     assert Shapes.single(spec).to_dict()["opt"] == [1, 256, 256]
     with pytest.raises(SpecError, match="multiples of 256"):
-        Shapes.from_sizes(spec, [(720, 1280)]).check(spec)
+        Shapes.from_sizes([(720, 1280)]).validated(spec)
     with pytest.raises(SpecError, match="batch"):
-        Shapes((0, 256, 256), (1, 256, 256), (1, 256, 256)).check(spec)
+        Shapes((0, 256, 256), (1, 256, 256), (1, 256, 256)).validated(spec)
 
 
 def test_import_tensorrt_explains_how_to_install(monkeypatch):
@@ -566,10 +571,10 @@ def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, versio
                           fp16_onnx_path=paired["path"], timing_cache=tmp_path / "tc", log=lambda m: None)
     assert engine.read_bytes() == b"engine-bytes" and (tmp_path / "tc").read_bytes() == b"timing-cache"
     profile = fake.calls["profile"]
-    assert set(profile) == {"image", *spec.mask_names()}  # the image and every mask
+    assert set(profile) == {"image", *contract.mask_names(spec)}  # the image and every mask
     assert profile["image"] == ((1, 3, 64, 64), (2, 3, 128, 64), (4, 3, 128, 192))
-    for k, name in enumerate(spec.mask_names()):
-        assert profile[name] == tuple(tuple(spec.mask_shapes(*s)[k]) for s in (shapes.min, shapes.opt, shapes.max))
+    for k, name in enumerate(contract.mask_names(spec)):
+        assert profile[name] == tuple(tuple(contract.mask_shapes(spec, *s)[k]) for s in (shapes.min, shapes.opt, shapes.max))
     meta = json.loads((tmp_path / "model.engine.json").read_text())
     assert ModelSpec.from_dict(meta["spec"]) == spec and meta["precision"] == "fp16"
     assert meta["shapes"] == {"min": [1, 64, 64], "opt": [2, 128, 64], "max": [4, 128, 192]}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec
 
 PATCH_SIZES = (1, 16, 70, 286)
@@ -28,7 +29,8 @@ class MaskDropout(nn.Module):
     """Dropout that is always on (pix2pix's noise) and can take its mask from outside.
 
     ``mask`` holds 0 or 1/(1−p); given the same mask, PyTorch, ONNX Runtime and
-    TensorRT compute the same function. Without one, a mask is drawn here.
+    TensorRT compute the same function. Without one, a mask is drawn here, from the
+    global torch RNG on the activation's device, by the contract's rule.
     """
 
     def __init__(self, p: float):
@@ -37,13 +39,8 @@ class MaskDropout(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
-            mask = draw_mask(x.shape, self.p, x.device, x.dtype)
+            mask = contract.keep_mask(torch.rand(x.shape, device=x.device), self.p).to(x.dtype)
         return x * mask
-
-
-def draw_mask(shape, p: float, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
-    keep = torch.rand(shape, device=device, generator=generator) >= p
-    return keep.to(dtype) / (1.0 - p)
 
 
 class DecoderBlock(nn.Module):
