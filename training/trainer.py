@@ -1,9 +1,10 @@
-"""The training run: one D step then one G step per batch, exactly resumable.
+"""The training run: one loop over iterations, one D step then one G step each, exactly resumable.
 
-Everything that decides what happens next lives in the checkpoint: weights,
-both optimisers and schedules, epoch and position within it, and the RNG that
-draws dropout masks. Batch order and jitter are derived from (seed, epoch), so a
-resumed run replays exactly what an uninterrupted one would have done.
+As in nanoGPT's train.py, everything follows from the iteration number: the epoch and
+the position in it (``divmod``), the batch order (a function of seed and epoch), and the
+learning rate (``lr_at``). A checkpoint therefore needs only the iteration, the weights,
+both optimiser states and the RNG that draws dropout masks, and a resumed run replays
+exactly what an uninterrupted one would have done.
 """
 from __future__ import annotations
 
@@ -12,28 +13,21 @@ import json
 import math
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from p2p.runtime import contract
 from p2p.runtime.errors import first_line
 from p2p.runtime.spec import ModelSpec
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import (
-    CHECKPOINT_NAME,
-    save_checkpoint,
-)
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .data import PairDataset, resolve_split
-from .distributed import (
-    World,
-    any_rank,
-    convert_sync_batchnorm,
-    gather_objects,
-    wrap_ddp,
-)
-from .models import Discriminator, Generator, draw_mask, init_weights, patch_norm_size
+from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
+from .models import Discriminator, Generator, init_weights, patch_norm_size
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
 
@@ -95,6 +89,7 @@ class TrainError(RuntimeError):
     """A run that cannot go on; the message says what to do."""
 
 
+# --- pure functions of the configuration and the iteration ------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,73 +117,68 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     return [batches[s * world + rank] for s in range(steps)]
 
 
-@dataclass
-class RunState:
-    epoch: int = 0
-    epoch_step: int = 0      # batches of this epoch already done
-    iteration: int = 0       # global G/D steps done
-    seconds: float = 0.0
-    history: list = field(default_factory=list)
+# --- builders ------------------------------------------------------------------------------
+def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[PairDataset, PairDataset | None]:
+    """The training set (with the paper's jitter) and the validation split (val/ or test/), if any."""
+    root = Path(cfg.data)
+    train_dir = resolve_split(root, "train")
+    train = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed)
+    for name in ("val", "test"):
+        if (root / name).is_dir() and root / name != train_dir:
+            return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed)
+    return train, None
+
+
+def build_models(cfg: TrainConfig, spec: ModelSpec, objective: Objective) -> tuple[Generator, Discriminator | None]:
+    """G and (unless the objective is L1 alone) D, with the paper's initialisation."""
+    G = Generator(spec)
+    init_weights(G)
+    D = None
+    if objective.uses_gan:
+        D = Discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf, cfg.patch)
+        init_weights(D)
+    return G, D
+
+
+def build_optimizer(net: nn.Module | None, cfg: TrainConfig) -> torch.optim.Adam | None:
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if net is not None else None
+
+
+def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None (fp32) on the CPU or with --no-amp."""
+    if not (cfg.amp and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: dict | None = None, world: World = World()):
         """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly."""
-        self.cfg = cfg
-        self.rank, self.world = world.rank, world.size
+        self.cfg, self.rank, self.world = cfg, world.rank, world.size
         self.main = world.rank == 0
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and world.distributed:
             self.device = torch.device("cuda", world.local_rank)
-        rank = world.rank
-        self.spec = cfg.spec()
-        self.objective = cfg.objective_()
-        torch.manual_seed(cfg.seed + rank)
+        self.spec, self.objective = cfg.spec(), cfg.objective_()
+        torch.manual_seed(cfg.seed + world.rank)
 
-        train_dir = resolve_split(Path(cfg.data), "train")
-        self.train_set = PairDataset(train_dir, self.spec, cfg.layout, jitter=True, seed=cfg.seed)
-        self.val_set = self._validation_set(train_dir)
-
-        self.G = Generator(self.spec)
-        init_weights(self.G)
-        self.D = None
-        if self.objective.uses_gan:
-            d_in = self.spec.out_channels + (self.spec.in_channels if self.objective.conditional else 0)
-            self.D = Discriminator(d_in, cfg.ndf, cfg.patch)
-            init_weights(self.D)
-        betas = (cfg.beta1, 0.999)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas) if self.D else None
-        rule = lambda e: lr_factor(e, cfg.epochs, cfg.epochs_decay)  # noqa: E731
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
-        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule) if self.D else None
-
-        cuda = self.device.type == "cuda"
-        self.amp_dtype = None
-        if cfg.amp and cuda:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.state = RunState()
+        self.train_set, self.val_set = build_datasets(cfg, self.spec)
+        self.steps_per_epoch = len(epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, 0,
+                                                 self.rank, self.world))
+        self.G, self.D = build_models(cfg, self.spec, self.objective)
+        self.opt_g, self.opt_d = build_optimizer(self.G, cfg), build_optimizer(self.D, cfg)
         if cfg.sync_bn:  # before loading: the converted layers keep BatchNorm2d's state-dict keys
             convert_sync_batchnorm(self.G, self.device)
             if self.D:
                 convert_sync_batchnorm(self.D, self.device)
+        self.amp_dtype = amp_dtype_for(cfg, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+        self.iteration, self.seconds, self.history = 0, 0.0, []
         if resume is not None:
             self._load(resume, self.out / CHECKPOINT_NAME)
-        self.G.to(self.device)
-        if self.D:
-            self.D.to(self.device)
-        if cfg.channels_last:
-            self.G.to(memory_format=torch.channels_last)
-            if self.D:
-                self.D.to(memory_format=torch.channels_last)
-        for opt in (self.opt_g, self.opt_d):
-            if opt:  # optimiser state loaded on the CPU follows its parameters
-                for s in opt.state.values():
-                    for k, v in s.items():
-                        if torch.is_tensor(v) and k != "step":
-                            s[k] = v.to(self.device)
+        self._to_device()
         # the models that take part in the step: DistributedDataParallel wraps them on several ranks
         self.G_step, self.D_step = self.G, self.D
         if world.distributed:
@@ -197,21 +187,32 @@ class Trainer:
         self._stop = False
         self._last_report = None  # (iteration, val L1): a report is made once per iteration
 
-    # --- data -----------------------------------------------------------------
-    def _validation_set(self, train_dir: Path) -> PairDataset | None:
-        root = Path(self.cfg.data)
-        for name in ("val", "test"):
-            if (root / name).is_dir() and root / name != train_dir:
-                return PairDataset(root / name, self.spec, self.cfg.layout, jitter=False, seed=self.cfg.seed)
-        return None
+    def _to_device(self) -> None:
+        memory = torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        for net in (self.G, self.D):
+            if net is not None:
+                net.to(self.device, memory_format=memory)
+        for opt in (self.opt_g, self.opt_d):
+            if opt:  # optimiser state loaded on the CPU follows its parameters
+                for s in opt.state.values():
+                    for k, v in s.items():
+                        if torch.is_tensor(v) and k != "step":
+                            s[k] = v.to(self.device)
 
-    def validation_batch(self):
-        """A fixed batch for val L1 and sample grids: val images, else the first training images."""
-        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
-        items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
-        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+    # --- schedule and data: functions of the iteration ---------------------------------
+    def total_iterations(self) -> int:
+        by_epochs = (self.cfg.epochs + self.cfg.epochs_decay) * self.steps_per_epoch
+        return min(by_epochs, self.cfg.iters) if self.cfg.iters else by_epochs
 
-    def loader(self, epoch: int, start: int) -> DataLoader:
+    def epoch_of(self, iteration: int) -> int:
+        return iteration // self.steps_per_epoch
+
+    def lr_at(self, iteration: int) -> float:
+        """The learning rate of an iteration: constant, then a linear decay over the last epochs."""
+        return self.cfg.lr * lr_factor(self.epoch_of(iteration), self.cfg.epochs, self.cfg.epochs_decay)
+
+    def loader(self, epoch: int, start: int = 0) -> DataLoader:
+        """The batches of ``epoch`` from position ``start`` on."""
         self.train_set.epoch = epoch
         batches = epoch_batches(len(self.train_set), self.cfg.batch_size, self.cfg.seed, epoch, self.rank, self.world)
         # its own generator: creating an iterator must not consume the global RNG that
@@ -219,10 +220,20 @@ class Trainer:
         return DataLoader(self.train_set, batch_sampler=batches[start:], num_workers=self.cfg.workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
 
-    def steps_per_epoch(self) -> int:
-        return len(epoch_batches(len(self.train_set), self.cfg.batch_size, self.cfg.seed, 0, self.rank, self.world))
+    def batches(self, start: int):
+        """(x, y) for every iteration from ``start`` on, epoch after epoch."""
+        epoch, position = divmod(start, self.steps_per_epoch)
+        while True:
+            yield from self.loader(epoch, position)
+            epoch, position = epoch + 1, 0
 
-    # --- one iteration ----------------------------------------------------------
+    def validation_batch(self):
+        """A fixed batch for val L1 and sample grids: val images, else the first training images."""
+        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
+        items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
+        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    # --- one iteration ----------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
@@ -265,19 +276,18 @@ class Trainer:
             D.requires_grad_(True)
         return losses
 
-    # --- validation, samples, checkpoints ------------------------------------------
+    # --- validation, samples, checkpoints -----------------------------------------------
     @torch.no_grad()
     def validate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
         """L1 on the fixed validation batch, with fixed masks so numbers compare across iterations."""
         g = torch.Generator().manual_seed(1234)
         n, _, h, w = x.shape
-        masks = [draw_mask(s, self.spec.dropout_p, generator=g).to(self.device)
-                 for s in self.spec.mask_shapes(n, h, w)]
+        masks = [contract.keep_mask(torch.rand(s, generator=g), self.spec.dropout_p).to(self.device)
+                 for s in contract.mask_shapes(self.spec, n, h, w)]
         fake = self.G(x.to(self.device), masks).float().cpu()
         return float((fake - y).abs().mean()), fake
 
     def checkpoint_state(self) -> dict:
-        st = self.state
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -290,11 +300,9 @@ class Trainer:
             "discriminator": self.D.state_dict() if self.D else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d else None,
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict() if self.sched_d else None,
             "scaler": self.scaler.state_dict(),
-            "epoch": st.epoch, "epoch_step": st.epoch_step, "iteration": st.iteration,
-            "seconds": st.seconds, "rng": rng,
+            "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),  # the epoch for readers
+            "seconds": self.seconds, "rng": rng,
         }
 
     def save(self) -> Path:
@@ -319,18 +327,16 @@ class Trainer:
                              f"{' --unconditional' if stored_obj.unconditional else ''}; pass the same objective")
         try:
             self.G.load_state_dict(state["generator"])
+            self.opt_g.load_state_dict(state["opt_g"])
             if self.D:
                 self.D.load_state_dict(state["discriminator"])
                 self.opt_d.load_state_dict(state["opt_d"])
-                self.sched_d.load_state_dict(state["sched_d"])
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.sched_g.load_state_dict(state["sched_g"])
             self.scaler.load_state_dict(state["scaler"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainError(f"cannot resume: {path} does not fit this architecture "
                              f"({first_line(exc, 160)}); pass the run's original flags or use a new --out") from None
-        self.state = RunState(state["epoch"], state["epoch_step"], state["iteration"], state.get("seconds", 0.0),
-                              self._read_history())
+        self.iteration, self.seconds = state["iteration"], state.get("seconds", 0.0)
+        self.history = self._read_history()
         rng = state["rng"]
         ranks = rng.get("ranks", [rng])
         if len(ranks) == self.world:
@@ -350,92 +356,87 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.main:
             return
-        self.state.history.append(record)
+        self.history.append(record)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def _report(self, vx, vy) -> float:
-        if self._last_report and self._last_report[0] == self.state.iteration:
+        """Validation L1 into the log, a sample grid and the loss curve; once per iteration."""
+        it = self.iteration
+        if self._last_report and self._last_report[0] == it:
             return self._last_report[1]
         val_l1, fake = self.validate(vx, vy)
-        self._last_report = (self.state.iteration, val_l1)
-        it = self.state.iteration
-        self._log({"iter": it, "epoch": self.state.epoch, "val_l1": round(val_l1, 6)})
+        self._last_report = (it, val_l1)
+        self._log({"iter": it, "epoch": self.epoch_of(it), "val_l1": round(val_l1, 6)})
         if self.main:
             write_sample_grid(self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
-            plot_losses(self.state.history, self.out / "loss.png")
+            plot_losses(self.history, self.out / "loss.png")
         return val_l1
 
-    # --- the loop -----------------------------------------------------------------
+    # --- the loop -----------------------------------------------------------------------
     def _on_sigint(self, signum, frame):
         if self._stop:  # a second Ctrl-C: stop now; the last checkpoint on disk is intact
             raise KeyboardInterrupt
         self._stop = True
 
-    def total_iterations(self) -> int:
-        by_epochs = (self.cfg.epochs + self.cfg.epochs_decay) * self.steps_per_epoch()
-        return min(by_epochs, self.cfg.iters) if self.cfg.iters else by_epochs
+    def _should_stop(self) -> bool:
+        """Ctrl-C on any rank: ranks must agree to stop at the same step."""
+        return any_rank(self._stop, self.device) if self.world > 1 else self._stop
 
     def run(self) -> dict:
-        cfg, st = self.cfg, self.state
+        cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if self.main:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         total = self.total_iterations()
         vx, vy = self.validation_batch()
-        if st.iteration == 0:
+        if self.iteration == 0:
             self._report(vx, vy)
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        bar = tqdm(total=total, initial=min(st.iteration, total), disable=not (cfg.progress and self.main),
+        bar = tqdm(total=total, initial=min(self.iteration, total), disable=not (cfg.progress and self.main),
                    unit="it", dynamic_ncols=True)
         n_epochs = cfg.epochs + cfg.epochs_decay
         interrupted = False
+        t_last = time.perf_counter()
         try:
-            while st.iteration < total and st.epoch < n_epochs:
-                t_start = time.perf_counter()
-                for x, y in self.loader(st.epoch, st.epoch_step):
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    if cfg.channels_last:
-                        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
-                    losses = self.step(x, y)
-                    if not all(math.isfinite(v) for v in losses.values()):
-                        self.save()
-                        raise TrainError(f"losses became non-finite at iteration {st.iteration + 1} ({losses}); "
-                                         "lower --lr or turn off --amp; the last good checkpoint is kept")
-                    st.iteration += 1
-                    st.epoch_step += 1
-                    now = time.perf_counter()
-                    st.seconds += now - t_start
-                    rate = x.shape[0] * self.world / max(now - t_start, 1e-9)
-                    t_start = now
-                    bar.update(1)
-                    bar.set_postfix_str(f"ep {st.epoch + 1}/{n_epochs} " + " ".join(
-                        f"{k} {v:.3f}" for k, v in losses.items()) + f" {rate:.1f} img/s")
-                    if st.iteration % cfg.log_every == 0 or st.iteration == total:
-                        self._log({"iter": st.iteration, "epoch": st.epoch,
-                                   **{f"loss_{k}": round(v, 6) for k, v in losses.items()},
-                                   "lr": self.opt_g.param_groups[0]["lr"], "img_per_s": round(rate, 3)})
-                    if st.iteration % cfg.sample_every == 0:
-                        self._report(vx, vy)
-                    if st.iteration % cfg.save_every == 0:
-                        self.save()
-                    if any_rank(self._stop, self.device) if self.world > 1 else self._stop:
-                        interrupted = True
-                        break
-                    if st.iteration >= total:
-                        break
-                if interrupted or st.iteration >= total and st.epoch_step < self.steps_per_epoch():
+            for it, (x, y) in zip(range(self.iteration, total), self.batches(self.iteration)):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                if cfg.channels_last:
+                    x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+                lr = self.lr_at(it)
+                for opt in (self.opt_g, self.opt_d):
+                    if opt:
+                        for group in opt.param_groups:
+                            group["lr"] = lr
+                losses = self.step(x, y)
+                if not all(math.isfinite(v) for v in losses.values()):
+                    self.save()
+                    raise TrainError(f"losses became non-finite at iteration {it + 1} ({losses}); "
+                                     "lower --lr or turn off --amp; the last good checkpoint is kept")
+                self.iteration = it + 1
+                now = time.perf_counter()
+                self.seconds += now - t_last
+                rate = x.shape[0] * self.world / max(now - t_last, 1e-9)
+                t_last = now
+                bar.update(1)
+                bar.set_postfix_str(f"ep {self.epoch_of(it) + 1}/{n_epochs} " + " ".join(
+                    f"{k} {v:.3f}" for k, v in losses.items()) + f" {rate:.1f} img/s")
+                if self.iteration % cfg.log_every == 0 or self.iteration == total:
+                    self._log({"iter": self.iteration, "epoch": self.epoch_of(it),
+                               **{f"loss_{k}": round(v, 6) for k, v in losses.items()},
+                               "lr": lr, "img_per_s": round(rate, 3)})
+                if self.iteration % cfg.sample_every == 0:
+                    self._report(vx, vy)
+                if self.iteration % cfg.save_every == 0:
+                    self.save()
+                if self._should_stop():
+                    interrupted = True
                     break
-                st.epoch += 1
-                st.epoch_step = 0
-                self.sched_g.step()
-                if self.sched_d:
-                    self.sched_d.step()
         finally:
             bar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         val_l1 = self._report(vx, vy) if not interrupted else None
         path = self.save()
-        return {"checkpoint": path, "iteration": st.iteration, "epoch": st.epoch,
+        return {"checkpoint": path, "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),
                 "interrupted": interrupted, "val_l1": val_l1}
