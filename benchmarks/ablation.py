@@ -160,19 +160,17 @@ def evaluate_all(args, train_wall: float) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from p2p.training.evaluate import TorchModel, evaluate, write_outputs
-    from p2p.training.segmenter import SegConfig
+    from p2p.evaluation.evaluate import TorchModel, evaluate, write_outputs
 
-    seg_cfg = SegConfig()
+    seg_cfg = {}
     if args.tiny:
-        seg_cfg = SegConfig(size=64, width=8, iters=args.seg_iters)
+        seg_cfg = {"size": 64, "width": 8, "iters": args.seg_iters}
     elif args.seg_iters:
-        seg_cfg = SegConfig(iters=args.seg_iters)
+        seg_cfg = {"iters": args.seg_iters}
     t0 = time.perf_counter()
     results, pages = {}, {}
     for v in args.selected:
         model = TorchModel(run_dir(args.out, v))
-        model.path = run_dir(args.out, v)
         res, page = evaluate(model, args.data, split="val", noise="per-frame", samples=args.samples, seed=args.seed,
                              limit=args.val, rows=4, segmenter=True, seg_config=seg_cfg, cache=args.cache,
                              log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -26,6 +26,7 @@ import numpy as np
 @click.option("--threads", default=2, show_default=True, help="ORT intra-op threads")
 @click.option("--runs", default=20, show_default=True)
 def main(size, ngf, threads, runs):
+    # torch and the exporter load after the options parse: --help answers at once
     import onnxruntime as ort
     import torch
 

@@ -25,7 +25,7 @@ def config(data, out, **kw) -> TrainConfig:
 
 def fixed_batch(trainer: Trainer, indices):
     items = [trainer.train_set[i] for i in indices]
-    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+    return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
 
 
 def no_dropout(trainer: Trainer) -> None:

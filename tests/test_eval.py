@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,9 +15,9 @@ from click.testing import CliRunner
 
 from conftest import ROOT, shared_data
 from p2p.runtime import contract
-from p2p.training import metrics as M
-from p2p.training import segmenter as S
-from p2p.training.evaluate import main as eval_main
+from p2p.evaluation import metrics as M
+from p2p.evaluation import segmenter as S
+from p2p.evaluation.cli import main as eval_main
 
 # the flags the CI notes prescribe for a sandboxed, offline headless Chromium
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -195,11 +196,11 @@ def test_segmentation_score_in_report(tiny_facades, tmp_path):
 def test_colorisation_reports_histogram_intersection(tmp_path):
     """evaluate() with a stand-in colouriser that predicts no colour (ab = 0): grey outputs."""
     from p2p.runtime.spec import ModelSpec
-    from p2p.training.evaluate import evaluate
+    from p2p.evaluation.evaluate import evaluate
 
     class Grey:
         spec = ModelSpec.for_task("colorize", 64)
-        kind, backend = "stand-in", "numpy"
+        kind, backend, path = "stand-in", "numpy", Path("grey")
 
         def run(self, x, masks):
             assert [m.shape for m in masks] == contract.mask_shapes(self.spec, *x.shape[:1], *x.shape[2:])

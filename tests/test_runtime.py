@@ -365,8 +365,10 @@ def run_without_torch(tmp_path: Path, code: str, timeout: float = 120) -> subpro
 
 def test_runtime_and_video_run_without_torch(tmp_path, paired):
     clip = shared_data("video", "tree.avi")
+    facades = shared_data("facades")
     code = f"""
         import sys
+        from pathlib import Path
         try:
             import torch
             raise SystemExit("the shim did not block torch")
@@ -384,6 +386,10 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
                        standalone_mode=False)
         live.main([{str(paired[0])!r}, "--source", {str(clip)!r}, "--headless", "--max-frames", "3"],
                   standalone_mode=False)
+        from p2p.evaluation import cli as eval_cli  # scoring an exported model on a Jetson: no torch either
+        eval_cli.main([{str(paired[0])!r}, "--data", {str(facades)!r}, "--limit", "2", "--report", "report",
+                       "--no-progress"], standalone_mode=False)
+        assert (Path("report") / "metrics.json").is_file()
         bad = [m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith(("p2p.training", "p2p.export"))]
         assert not bad, bad
         print("torch-free ok")
@@ -392,6 +398,34 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "torch-free ok" in result.stdout
     assert (tmp_path / "out.mp4").is_file()
+
+
+TORCH_FREE_PACKAGES = ("p2p.runtime", "p2p.video", "p2p.evaluation")
+# the CLIs parse options (and answer --help) before they load torch
+TORCH_FREE_MODULES = ("p2p.training.cli", "p2p.training.config", "p2p.export.cli")
+NEEDS_TORCH = ("p2p.evaluation.segmenter",)  # --segmenter trains a network: torch by design
+
+
+def test_torch_free_modules_leave_torch_unimported_where_it_is_installed(tmp_path):
+    """Unlike the blocker above, this catches a module that imports torch when it can (`try: import torch`)."""
+    code = f"""
+        import importlib, importlib.util, pkgutil, sys
+        assert importlib.util.find_spec("torch") is not None, "torch must be installed for this check"
+        names = list({TORCH_FREE_MODULES!r})
+        for package in {TORCH_FREE_PACKAGES!r}:
+            module = importlib.import_module(package)
+            names += [m.name for m in pkgutil.walk_packages(module.__path__, package + ".")
+                      if m.name not in {NEEDS_TORCH!r}]
+        for name in names:
+            importlib.import_module(name)
+        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        print(len(names), "modules;", "torch loaded" if loaded else "no torch")
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no torch" in result.stdout, result.stdout
+    assert int(result.stdout.split()[0]) >= 20  # the walk really found the modules
 
 
 def test_blocker_really_blocks(tmp_path):

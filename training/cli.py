@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
-from importlib import resources
 from pathlib import Path
 
 import click
+from p2p.runtime.pairs import LAYOUTS
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from .data import LAYOUTS, DataError
-from .models import PATCH_SIZES
-from .objective import OBJECTIVES
+from .config import OBJECTIVES, PATCH_SIZES, default_data_dir, world_from_env
 
 EXAMPLE = """
 \b
@@ -22,11 +18,6 @@ Examples:
   p2p-train --data photos/ --task colorize --out runs/color
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
 """
-
-
-def default_data_dir() -> Path:
-    """Small real data shipped inside the package: frames of OpenCV's sample clips (see its LICENSE)."""
-    return Path(str(resources.files("p2p.training") / "default_data"))
 
 
 @click.command(help="Train a pix2pix generator on paired images.\n" + EXAMPLE,
@@ -72,83 +63,40 @@ def default_data_dir() -> Path:
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:
-    from .distributed import init_process_group, world_from_env
-    from .trainer import TrainConfig, Trainer, TrainError, resolve_device
-
     nproc = opts.pop("nproc")
-    world = world_from_env()
-    if nproc > 1 and not world.distributed:
-        launch_torchrun(nproc)
     resume = opts.pop("resume")
-    resume_state = None  # the checkpoint, read once: it is large (G, D and both Adam states)
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
     given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
-    out = opts["out"]
-    if resume:
-        if not (out / CHECKPOINT_NAME).exists():
-            raise click.ClickException(f"--resume: {out / CHECKPOINT_NAME} does not exist; start the run without --resume")
-        try:
-            resume_state = load_checkpoint(out)
-        except CheckpointError as exc:
-            raise click.ClickException(f"cannot resume: {exc}") from None
-        for k, v in resume_state["config"].items():  # what the user did not type again comes from the run
-            if k in opts and k not in given and k != "progress":
-                opts[k] = v
-    if opts["data"] is None:
-        opts["data"] = default_data_dir()
-        if "task" not in given and not resume:
-            opts["task"] = "edges"
-        if opts["task"] == "paired":
-            raise click.UsageError("the embedded data are photos: use --task edges or --task colorize, or give --data")
-        click.echo(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}", err=True)
-    opts["data"], opts["out"] = str(opts["data"]), str(out)
+    world = world_from_env()
+
+    # torch loads here, after the options parsed: --help and usage errors answer at once
+    from . import session
+
+    if nproc > 1 and not world.distributed:
+        sys.exit(session.launch_torchrun(nproc, sys.argv[1:]))
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
     try:
-        cfg = TrainConfig(**opts)
-        cfg.validate()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        cfg, resume_state = session.configure(opts, given, resume, log=log)
+    except (ValueError, session.UsageError) as exc:  # ValueError: TrainConfig.validate's flag combinations
+        raise click.UsageError(str(exc)) if isinstance(exc, session.UsageError) else click.BadParameter(str(exc))
+    except session.TrainError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda m, *a, **k: click.echo(f"warning: {m}", err=True)
-            if world.distributed:
-                init_process_group(world, resolve_device(cfg.device))
-            trainer = Trainer(cfg, resume=resume_state, world=world)
-            if not resume:
-                trainer.train_set.check_all()
-            result = trainer.run()
-    except (DataError, TrainError) as exc:
+        result = session.train(cfg, resume_state, world, warn=log)
+    except (session.DataError, session.TrainError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
-        click.echo(f"\nStopped. The last checkpoint in {out} is intact; continue with --resume.", err=True)
+        log(f"\nStopped. The last checkpoint in {cfg.out} is intact; continue with --resume.")
         sys.exit(130)
     if world.rank != 0:
         return
     if result["interrupted"]:
-        click.echo(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
-                   f"continue with: p2p-train --out {out} --resume", err=True)
+        log(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
+            f"continue with: p2p-train --out {cfg.out} --resume")
         sys.exit(130)
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
-
-
-def launch_torchrun(nproc: int) -> None:
-    """Re-run this command under torchrun with nproc processes on this machine, then exit with its status."""
-    import subprocess
-
-    argv, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            argv.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "p2p.training", *argv]
-    click.echo(f"launching: {' '.join(cmd)}", err=True)
-    sys.exit(subprocess.call(cmd))
 
 
 if __name__ == "__main__":

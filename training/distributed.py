@@ -6,28 +6,11 @@ averages gradients. Backends: nccl on CUDA, gloo on CPU.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
-
-def world_from_env() -> World:
-    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                 int(os.environ.get("LOCAL_RANK", 0)))
+from .config import World, world_from_env  # noqa: F401  (torch-free; re-exported for callers)
 
 
 def init_process_group(world: World, device: torch.device) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec
 
-PATCH_SIZES = (1, 16, 70, 286)
+from .config import PATCH_SIZES
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -126,14 +126,6 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-
-def patch_norm_size(image_size: int, patch: int) -> int:
-    """Side of the map that the PatchGAN's last BatchNorm normalises, for a square input."""
-    if patch == 1:
-        return image_size
-    n_layers = {16: 1, 70: 3, 286: 5}[patch]
-    return image_size // 2 ** n_layers - 1  # n stride-2 k4 convs halve; the k4 stride-1 conv takes one
 
 
 def init_weights(net: nn.Module, std: float = 0.02) -> None:

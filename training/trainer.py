@@ -8,81 +8,28 @@ exactly what an uninterrupted one would have done.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from p2p.runtime import contract
 from p2p.runtime.errors import first_line
+from p2p.runtime.pairs import PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .data import PairDataset, resolve_split
 from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
-from .models import Discriminator, Generator, init_weights, patch_norm_size
+from .config import TrainConfig
+from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    task: str = "paired"
-    direction: str = "AtoB"
-    layout: str = "auto"
-    size: int = 256
-    batch_size: int = 1
-    epochs: int = 100
-    epochs_decay: int = 100
-    iters: int | None = None
-    ngf: int = 64
-    ndf: int = 64
-    generator: str = "unet"
-    patch: int = 70
-    objective: str = "l1+cgan"
-    lambda_l1: float = 100.0
-    unconditional: bool = False
-    lr: float = 2e-4
-    beta1: float = 0.5
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = False
-    sync_bn: bool = False
-    seed: int = 0
-    workers: int = 0
-    save_every: int = 500
-    sample_every: int = 200
-    log_every: int = 10
-    val_images: int = 8
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Combinations that cannot train, as one clear ValueError each."""
-        self.spec()
-        self.objective_()
-        side = patch_norm_size(self.size, self.patch)
-        if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
-            raise ValueError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
-                             f"for its last 4x4 convolution; use --size {2 * self.size} or more, or a smaller --patch")
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec.for_task(self.task, self.size, ngf=self.ngf, generator=self.generator,
-                                  direction=self.direction)
-
-    def objective_(self) -> Objective:
-        return Objective(self.objective, self.lambda_l1, self.unconditional)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 class TrainError(RuntimeError):
@@ -160,7 +107,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and world.distributed:
             self.device = torch.device("cuda", world.local_rank)
-        self.spec, self.objective = cfg.spec(), cfg.objective_()
+        self.spec, self.objective = cfg.spec(), Objective(cfg.objective, cfg.lambda_l1, cfg.unconditional)
         torch.manual_seed(cfg.seed + world.rank)
 
         self.train_set, self.val_set = build_datasets(cfg, self.spec)
@@ -231,7 +178,7 @@ class Trainer:
         """A fixed batch for val L1 and sample grids: val images, else the first training images."""
         ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
         items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
-        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+        return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
 
     # --- one iteration ----------------------------------------------------------------
     def autocast(self):

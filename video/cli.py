@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 import cv2
+from tqdm import tqdm
 
 from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image
 
@@ -32,8 +33,6 @@ def video_main(model, input, output, side_by_side, max_frames, no_progress, **op
       p2p-video model.onnx street.mp4 out.mp4 --side-by-side --noise per-frame --seed 1
       p2p-video model.engine clip.avi out.avi --fit pad --size 512
     """
-    from tqdm import tqdm
-
     translator = open_translator(model, **opts)
     bar = None
 

@@ -1,8 +1,10 @@
-"""Paired training data: the pix2pix A|B layout, A/ and B/ folders, or photos with a task adapter.
+"""Paired data on disk: the pix2pix A|B layout, A/ and B/ folders, or photos with a task adapter.
 
-Decoding and the task adapters come from p2p.runtime.images (the same code serves
-frames at run time). Jitter is the paper's: resize to 286/256 of the size,
-random crop back to the size, random mirror; the same crop and flip for A and B.
+Torch-free, so that training and evaluation (which scores exported models on a Jetson
+without torch) read datasets with the same code. Decoding and the task adapters come
+from ``images`` (the same code serves frames at run time). Jitter is the paper's:
+resize to 286/256 of the size, random crop back to the size, random mirror; the same
+crop and flip for A and B.
 """
 from __future__ import annotations
 
@@ -12,11 +14,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from p2p.runtime.images import ImageError, input_tensor, list_images, read_image, split_aligned, target_tensor
-from p2p.runtime.spec import ModelSpec
+from .images import ImageError, input_tensor, list_images, read_image, split_aligned, target_tensor
+from .spec import ModelSpec
 
 LAYOUTS = ("auto", "aligned", "folders", "photos")
 
@@ -102,11 +102,12 @@ def apply_jitter(img: np.ndarray, size: int, params) -> np.ndarray:
     return img[:, ::-1] if mirror else img
 
 
-class PairDataset(Dataset):
-    """Yields (input, target) float32 CHW tensors in [-1, 1] for a spec's task and direction.
+class PairDataset:
+    """(input, target) float32 CHW arrays in [-1, 1] for a spec's task and direction.
 
-    The jitter of item i in epoch e comes from a generator seeded with (seed, e, i),
-    so a resumed run sees exactly the images an uninterrupted one would.
+    A map-style dataset: torch's DataLoader batches it into tensors. The jitter of item i
+    in epoch e comes from a generator seeded with (seed, e, i), so a resumed run sees
+    exactly the images an uninterrupted one would.
     """
 
     def __init__(self, folder: Path, spec: ModelSpec, layout: str = "auto", jitter: bool = True, seed: int = 0):
@@ -154,4 +155,4 @@ class PairDataset(Dataset):
             b = apply_jitter(b, self.spec.image_size, params)
             src_img, dst_img = (a, b) if self.spec.direction == "AtoB" else (b, a)
             x, y = input_tensor(src_img, self.spec), target_tensor(dst_img, self.spec)
-        return torch.from_numpy(x), torch.from_numpy(y)
+        return x, y

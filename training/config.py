@@ -1,0 +1,96 @@
+"""p2p-train's configuration, torch-free: the CLI checks flags and answers --help without loading torch."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from p2p.runtime.spec import ModelSpec
+
+OBJECTIVES = ("l1+cgan", "l1+gan", "cgan", "gan", "l1")
+PATCH_SIZES = (1, 16, 70, 286)  # PatchGAN receptive fields: PixelGAN, 16, the paper's 70, ImageGAN
+
+
+def default_data_dir() -> Path:
+    """Small real data shipped inside the package: frames of OpenCV's sample clips (see its LICENSE)."""
+    return Path(str(resources.files("p2p.training") / "default_data"))
+
+
+def patch_norm_size(image_size: int, patch: int) -> int:
+    """Side of the map that the PatchGAN's last BatchNorm normalises, for a square input."""
+    if patch == 1:
+        return image_size
+    n_layers = {16: 1, 70: 3, 286: 5}[patch]
+    return image_size // 2 ** n_layers - 1  # n stride-2 k4 convs halve; the k4 stride-1 conv takes one
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    task: str = "paired"
+    direction: str = "AtoB"
+    layout: str = "auto"
+    size: int = 256
+    batch_size: int = 1
+    epochs: int = 100
+    epochs_decay: int = 100
+    iters: int | None = None
+    ngf: int = 64
+    ndf: int = 64
+    generator: str = "unet"
+    patch: int = 70
+    objective: str = "l1+cgan"
+    lambda_l1: float = 100.0
+    unconditional: bool = False
+    lr: float = 2e-4
+    beta1: float = 0.5
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = False
+    sync_bn: bool = False
+    seed: int = 0
+    workers: int = 0
+    save_every: int = 500
+    sample_every: int = 200
+    log_every: int = 10
+    val_images: int = 8
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Combinations that cannot train, as one clear ValueError each."""
+        self.spec()
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
+        if self.patch not in PATCH_SIZES:
+            raise ValueError(f"--patch must be one of {PATCH_SIZES}, got {self.patch}")
+        side = patch_norm_size(self.size, self.patch)
+        if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
+            raise ValueError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
+                             f"for its last 4x4 convolution; use --size {2 * self.size} or more, or a smaller --patch")
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec.for_task(self.task, self.size, ngf=self.ngf, generator=self.generator,
+                                  direction=self.direction)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class World:
+    """Where this process sits in a torchrun launch (one process, rank 0, when not launched by torchrun)."""
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def world_from_env() -> World:
+    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                 int(os.environ.get("LOCAL_RANK", 0)))
