@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import click
+from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.pairs import LAYOUTS
 
-from .config import OBJECTIVES, PATCH_SIZES, default_data_dir, world_from_env
+from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, world_from_env
 
 EXAMPLE = """
 \b
@@ -51,6 +52,9 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (helps on tensor-core GPUs).")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic algorithms, so that --resume is bit-exact on CUDA too (slower there; CPU runs "
+                   "are deterministic already).")
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Processes (GPUs) on this machine: launches torchrun with DistributedDataParallel.")
 @click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over the global batch of all processes.")
@@ -76,19 +80,16 @@ def main(ctx: click.Context, **opts) -> None:
     if nproc > 1 and not world.distributed:
         sys.exit(session.launch_torchrun(nproc, sys.argv[1:]))
     log = lambda message: click.echo(message, err=True)  # noqa: E731
-    try:
-        cfg, resume_state = session.configure(opts, given, resume, log=log)
-    except (ValueError, session.UsageError) as exc:  # ValueError: TrainConfig.validate's flag combinations
-        raise click.UsageError(str(exc)) if isinstance(exc, session.UsageError) else click.BadParameter(str(exc))
-    except session.TrainError as exc:
-        raise click.ClickException(str(exc)) from None
-    try:
-        result = session.train(cfg, resume_state, world, warn=log)
-    except (session.DataError, session.TrainError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        log(f"\nStopped. The last checkpoint in {cfg.out} is intact; continue with --resume.")
-        sys.exit(130)
+    with user_errors():
+        try:
+            cfg, resume_state = session.configure(opts, given, resume, log=log)
+        except ConfigError as exc:  # flags that cannot train together: click's usage error (exit 2)
+            raise click.UsageError(str(exc)) from None
+        try:
+            result = session.train(cfg, resume_state, world, warn=log)
+        except KeyboardInterrupt:
+            log(f"\nStopped. The last checkpoint in {cfg.out} is intact; continue with --resume.")
+            sys.exit(130)
     if world.rank != 0:
         return
     if result["interrupted"]:

@@ -7,10 +7,21 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from p2p.runtime.errors import UserError
 from p2p.runtime.spec import ModelSpec
 
 OBJECTIVES = ("l1+cgan", "l1+gan", "cgan", "gan", "l1")
 PATCH_SIZES = (1, 16, 70, 286)  # PatchGAN receptive fields: PixelGAN, 16, the paper's 70, ImageGAN
+
+
+# What --resume may change: schedule, bookkeeping and how the steps run. Everything else
+# (data, model, objective, batch size, seed) defines the run and is refused if it differs.
+RESUME_CHANGEABLE = frozenset({"lr", "epochs", "epochs_decay", "iters", "save_every", "sample_every", "log_every",
+                               "val_images", "workers", "progress", "device", "amp", "channels_last", "deterministic"})
+
+
+class ConfigError(UserError, ValueError):
+    """Flags that cannot train together; the message says which and what to use instead."""
 
 
 def default_data_dir() -> Path:
@@ -50,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = False
+    deterministic: bool = False      # deterministic algorithms: exact resume on CUDA too, at some speed
     sync_bn: bool = False
     seed: int = 0
     workers: int = 0
@@ -60,15 +72,15 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        """Combinations that cannot train, as one clear ValueError each."""
+        """Combinations that cannot train, as one clear ConfigError each."""
         self.spec()
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
+            raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
         if self.patch not in PATCH_SIZES:
-            raise ValueError(f"--patch must be one of {PATCH_SIZES}, got {self.patch}")
+            raise ConfigError(f"--patch must be one of {PATCH_SIZES}, got {self.patch}")
         side = patch_norm_size(self.size, self.patch)
         if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
-            raise ValueError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
+            raise ConfigError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
                              f"for its last 4x4 convolution; use --size {2 * self.size} or more, or a smaller --patch")
 
     def spec(self) -> ModelSpec:

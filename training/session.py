@@ -15,13 +15,9 @@ from typing import Callable
 from p2p.runtime.pairs import DataError
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from .config import TrainConfig, default_data_dir
-from .distributed import World, init_process_group
+from .config import RESUME_CHANGEABLE, ConfigError, TrainConfig, default_data_dir
+from .distributed import World, close_process_group, init_process_group
 from .trainer import Trainer, TrainError, resolve_device
-
-
-class UsageError(ValueError):
-    """Flags that cannot go together; the message says which and what to do."""
 
 
 def configure(options: dict, given: set[str], resume: bool,
@@ -29,7 +25,9 @@ def configure(options: dict, given: set[str], resume: bool,
     """The run's configuration and, with ``resume``, the checkpoint it continues from (read once: it is large).
 
     ``options``: TrainConfig's fields as the CLI parsed them (``data`` None for the embedded
-    clips); ``given``: the names the user typed, which win over the resumed run's values.
+    clips); ``given``: the names the user typed. On resume, flags not typed again come from
+    the run; typed ones that differ are applied if they may change (RESUME_CHANGEABLE) and
+    said, and refused otherwise. The state's ``"changes"`` lists what was applied.
     """
     opts = dict(options)
     out = Path(opts["out"])
@@ -41,15 +39,18 @@ def configure(options: dict, given: set[str], resume: bool,
             state = load_checkpoint(out)
         except CheckpointError as exc:
             raise TrainError(f"cannot resume: {exc}") from None
+        state["changes"] = _resume_changes(opts, given, state["config"], out)
         for k, v in state["config"].items():  # what the user did not type again comes from the run
             if k in opts and k not in given and k != "progress":
                 opts[k] = v
+        for k, (old, new) in state["changes"].items():
+            log(f"resuming with --{k.replace('_', '-')} {new} (the run had {old})")
     if opts["data"] is None:
         opts["data"] = default_data_dir()
         if "task" not in given and not resume:
             opts["task"] = "edges"
         if opts["task"] == "paired":
-            raise UsageError("the embedded data are photos: use --task edges or --task colorize, or give --data")
+            raise ConfigError("the embedded data are photos: use --task edges or --task colorize, or give --data")
         log(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}")
     opts["data"], opts["out"] = str(opts["data"]), str(out)
     cfg = TrainConfig(**opts)
@@ -57,18 +58,45 @@ def configure(options: dict, given: set[str], resume: bool,
     return cfg, state
 
 
+def _resume_changes(opts: dict, given: set[str], stored: dict, out: Path) -> dict:
+    """{flag: (the run's value, the new one)} for typed flags that differ; TrainError for one that may not."""
+    changes = {}
+    for k in sorted(given):
+        if k not in stored or k in ("out", "progress"):
+            continue
+        old, new = stored[k], opts[k]
+        if str(old) == str(new):
+            continue
+        if k not in RESUME_CHANGEABLE:
+            raise TrainError(f"cannot resume {out} with --{k.replace('_', '-')} {new} ({k}={old!r} there, "
+                             f"{k}={new!r} asked): it defines the run; resume without it, or start a new run "
+                             "with another --out")
+        changes[k] = (old, new)
+    return changes
+
+
 def train(cfg: TrainConfig, resume_state: dict | None, world: World = World(),
           warn: Callable[[str], None] = print) -> dict:
-    """Run (or continue) the training; returns Trainer.run()'s result. Raises TrainError or DataError."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = lambda m, *a, **k: warn(f"warning: {m}")
+    """Run (or continue) the training; returns Trainer.run()'s result. Raises TrainError or DataError.
+
+    A distributed run leaves its process group before returning, also after an error, so
+    that every rank exits cleanly.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda m, *a, **k: warn(f"warning: {m}")
+            if world.distributed:
+                init_process_group(world, resolve_device(cfg.device))
+            trainer = Trainer(cfg, resume=resume_state, world=world)
+            if resume_state is None:
+                trainer.train_set.check_all()
+            elif resume_state.get("changes"):
+                trainer.note({"resumed": True, "changed": {k: list(v) for k, v in resume_state["changes"].items()}})
+            return trainer.run()
+    finally:
         if world.distributed:
-            init_process_group(world, resolve_device(cfg.device))
-        trainer = Trainer(cfg, resume=resume_state, world=world)
-        if resume_state is None:
-            trainer.train_set.check_all()
-        return trainer.run()
+            close_process_group()
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
@@ -87,4 +115,4 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
     return subprocess.call(cmd)
 
 
-__all__ = ["configure", "train", "launch_torchrun", "UsageError", "TrainError", "DataError"]
+__all__ = ["configure", "train", "launch_torchrun", "ConfigError", "TrainError", "DataError"]

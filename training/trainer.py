@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from p2p.runtime import contract
-from p2p.runtime.errors import first_line
+from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.pairs import PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
 from torch import nn
@@ -25,15 +26,23 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .distributed import World, any_rank, convert_sync_batchnorm, gather_objects, wrap_ddp
+from .distributed import World, any_rank, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
 from .config import TrainConfig
 from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError, RuntimeError):
     """A run that cannot go on; the message says what to do."""
+
+
+class NonFiniteLoss(Exception):
+    """A loss became NaN or infinite on some rank; raised on every rank before any weight changes."""
+
+    def __init__(self, name: str, ranks: list[int], world: int):
+        self.name = name
+        self.where = f" on rank {', '.join(map(str, ranks))}" if world > 1 else ""
 
 
 # --- pure functions of the configuration and the iteration ------------------------------
@@ -76,14 +85,24 @@ def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[PairDataset, Pair
     return train, None
 
 
-def build_models(cfg: TrainConfig, spec: ModelSpec, objective: Objective) -> tuple[Generator, Discriminator | None]:
-    """G and (unless the objective is L1 alone) D, with the paper's initialisation."""
+def build_models(cfg: TrainConfig, spec: ModelSpec, objective: Objective,
+                 device: torch.device) -> tuple[Generator, Discriminator | None]:
+    """G and (unless the objective is L1 alone) D, with the paper's initialisation.
+
+    With --sync-bn their BatchNorms are converted here, before any optimiser sees the
+    parameters: the CPU conversion makes new Parameters, which an optimiser built
+    earlier would never update.
+    """
     G = Generator(spec)
     init_weights(G)
     D = None
     if objective.uses_gan:
         D = Discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf, cfg.patch)
         init_weights(D)
+    if cfg.sync_bn:  # the converted layers keep BatchNorm2d's state-dict keys: checkpoints load either way
+        for net in (G, D):
+            if net is not None:
+                convert_sync_batchnorm(net, device)
     return G, D
 
 
@@ -95,7 +114,8 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it, else fp16 (with a grad scaler); None (fp32) on the CPU or with --no-amp."""
     if not (cfg.amp and device.type == "cuda"):
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # emulated bf16 (pre-Ampere GPUs) is slow: those get fp16 with a grad scaler
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 class Trainer:
@@ -103,6 +123,10 @@ class Trainer:
         """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly."""
         self.cfg, self.rank, self.world = cfg, world.rank, world.size
         self.main = world.rank == 0
+        if cfg.deterministic:  # before any CUDA work: cuBLAS reads its workspace setting once
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and world.distributed:
@@ -113,16 +137,13 @@ class Trainer:
         self.train_set, self.val_set = build_datasets(cfg, self.spec)
         self.steps_per_epoch = len(epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, 0,
                                                  self.rank, self.world))
-        self.G, self.D = build_models(cfg, self.spec, self.objective)
+        self.G, self.D = build_models(cfg, self.spec, self.objective, self.device)
         self.opt_g, self.opt_d = build_optimizer(self.G, cfg), build_optimizer(self.D, cfg)
-        if cfg.sync_bn:  # before loading: the converted layers keep BatchNorm2d's state-dict keys
-            convert_sync_batchnorm(self.G, self.device)
-            if self.D:
-                convert_sync_batchnorm(self.D, self.device)
         self.amp_dtype = amp_dtype_for(cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
         self.iteration, self.seconds, self.history = 0, 0.0, []
+        self.saved_iteration: int | None = None  # what checkpoint.pt holds, once this run wrote or read it
         if resume is not None:
             self._load(resume, self.out / CHECKPOINT_NAME)
         self._to_device()
@@ -197,9 +218,9 @@ class Trainer:
                 pred_fake = D(obj.d_input(x, fake.detach()))
                 pred_real = D(obj.d_input(x, y))
             loss_d = 0.5 * (gan_loss(pred_fake, False) + gan_loss(pred_real, True))
+            losses["d"] = self._finite("D", loss_d)
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_d)
-            losses["d"] = loss_d.item()
             D.requires_grad_(False)
         # G step: non-saturating (maximise log D(x, G(x))) plus λ·L1.
         self.opt_g.zero_grad(set_to_none=True)
@@ -216,12 +237,22 @@ class Trainer:
             loss_l1 = l1_loss(fake, y)
             loss_g = loss_g + obj.lambda_l1 * loss_l1
             losses["g_l1"] = loss_l1.item()
+        self._finite("G", loss_g)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
         if D is not None:
             D.requires_grad_(True)
         return losses
+
+    def _finite(self, name: str, loss: torch.Tensor) -> float:
+        """The loss's value; NonFiniteLoss on every rank (before any backward or step) if it is not finite on any."""
+        value = loss.item()
+        bad = not math.isfinite(value)
+        ranks = flagged_ranks(bad, self.device) if self.world > 1 else [self.rank] * bad
+        if ranks:
+            raise NonFiniteLoss(name, ranks, self.world)
+        return value
 
     # --- validation, samples, checkpoints -----------------------------------------------
     @torch.no_grad()
@@ -253,11 +284,26 @@ class Trainer:
         }
 
     def save(self) -> Path:
+        """Write checkpoint.pt atomically, unless a weight is no longer finite (then TrainError, nothing written)."""
         path = self.out / CHECKPOINT_NAME
+        bad = not all(bool(torch.isfinite(p).all()) for net in (self.G, self.D) if net for p in net.parameters())
+        if any_rank(bad, self.device) if self.world > 1 else bad:
+            raise TrainError(f"the weights became non-finite at iteration {self.iteration} and were not saved: "
+                             f"{self.kept()}; lower --lr (or try --no-amp)")
         state = self.checkpoint_state()  # on every rank: it gathers their RNG states
         if self.main:
             save_checkpoint(state, path)
+        self.saved_iteration = self.iteration
         return path
+
+    def kept(self) -> str:
+        """What the run folder holds now, in words, for messages about a run that went wrong."""
+        path = self.out / CHECKPOINT_NAME
+        if self.saved_iteration is not None:
+            return f"{path} holds iteration {self.saved_iteration}, untouched"
+        if path.exists():
+            return f"no checkpoint was written by this run ({path} from before it is untouched)"
+        return "no checkpoint was written"
 
     def _load(self, state: dict, path: Path) -> None:
         if state["spec"] != self.spec:
@@ -278,11 +324,14 @@ class Trainer:
             if self.D:
                 self.D.load_state_dict(state["discriminator"])
                 self.opt_d.load_state_dict(state["opt_d"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"] or not self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
+            # else: a run without a grad scaler (CPU, bf16, fp32) continues with fp16: a fresh scaler
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainError(f"cannot resume: {path} does not fit this architecture "
                              f"({first_line(exc, 160)}); pass the run's original flags or use a new --out") from None
         self.iteration, self.seconds = state["iteration"], state.get("seconds", 0.0)
+        self.saved_iteration = self.iteration
         self.history = self._read_history()
         rng = state["rng"]
         ranks = rng.get("ranks", [rng])
@@ -299,6 +348,10 @@ class Trainer:
         if not log.exists():
             return []
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+    def note(self, record: dict) -> None:
+        """A line in log.jsonl about this iteration (e.g. flags changed on resume)."""
+        self._log({"iter": self.iteration, **record})
 
     def _log(self, record: dict) -> None:
         if not self.main:
@@ -355,11 +408,12 @@ class Trainer:
                     if opt:
                         for group in opt.param_groups:
                             group["lr"] = lr
-                losses = self.step(x, y)
-                if not all(math.isfinite(v) for v in losses.values()):
-                    self.save()
-                    raise TrainError(f"losses became non-finite at iteration {it + 1} ({losses}); "
-                                     "lower --lr or turn off --amp; the last good checkpoint is kept")
+                try:
+                    losses = self.step(x, y)
+                except NonFiniteLoss as exc:
+                    raise TrainError(f"the {exc.name} loss became non-finite at iteration {it + 1}{exc.where}; "
+                                     f"nothing was saved after it: {self.kept()}; lower --lr (or try --no-amp)"
+                                     ) from None
                 self.iteration = it + 1
                 now = time.perf_counter()
                 self.seconds += now - t_last
