@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import click
-from p2p.runtime.errors import first_line
+from p2p.runtime.cli_errors import user_errors
 
-from .evaluate import EvalError, default_report_dir, evaluate, finite, open_model, summary_lines, write_outputs
+from .evaluate import default_report_dir, evaluate, finite, open_model, summary_lines, write_outputs
 
 EXAMPLE = """
 \b
@@ -55,21 +55,15 @@ def main(model, data, direction, split, layout, size, noise, samples, seed, limi
     if not data.is_dir():
         raise click.ClickException(f"--data {data} is not a folder")
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    try:
+    with user_errors():
         m = open_model(model, backend)
         results, page = evaluate(m, data, split=split, direction=direction, size=size, layout=layout, noise=noise,
                                  samples=samples, seed=seed, limit=limit, rows=rows, segmenter=segmenter,
-                                 seg_config={"iters": seg_iters} if seg_iters else None, cache=cache, progress=not no_progress, log=log)
-    except EvalError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ValueError as exc:  # shape and spec errors from the runtime
-        raise click.ClickException(first_line(exc, limit=10_000)) from None
-    results["model_name"] = model.resolve().name if model.is_dir() else model.name
-    folder = report or default_report_dir(model, split)
-    try:
+                                 seg_config={"iters": seg_iters} if seg_iters else None, cache=cache,
+                                 progress=not no_progress, log=log)
+        results["model_name"] = model.resolve().name if model.is_dir() else model.name
+        folder = report or default_report_dir(model, split)
         html_path = write_outputs(folder, results, page)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
     for line in summary_lines(results):
         click.echo(line, err=True)
     click.echo(f"  report: {html_path}", err=True)

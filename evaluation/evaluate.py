@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 from p2p.runtime.artifacts import MODEL_SUFFIXES, ArtifactError
-from p2p.runtime.errors import BackendUnavailable, first_line
+from p2p.runtime.errors import BackendUnavailable, OutputError, UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.images import input_to_bgr, output_to_bgr, target_to_bgr
 from p2p.runtime.masks import MaskSampler
@@ -32,7 +32,7 @@ from . import metrics as M
 from .html_report import std_heatmap, write_report
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """An evaluation that cannot run; the message says what to fix."""
 
 
@@ -188,7 +188,7 @@ class _SegmentationScore:
         self.cfg = S.SegConfig(**settings)  # overrides of the segmenter's defaults (size, width, iters, ...)
         try:
             self.net = S.train_segmenter(data, direction, self.cfg, cache, log)
-        except (S.SegmenterError, ValueError) as exc:
+        except S.SegmenterError as exc:
             raise EvalError(f"--segmenter: {exc}") from None
         self.conf_fake = np.zeros((S.N_CLASSES, S.N_CLASSES), np.int64)
         self.conf_real = np.zeros_like(self.conf_fake)
@@ -231,10 +231,14 @@ def finite(value):
 
 
 def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
+    """metrics.json and index.html in ``folder``; returns the page's path (OutputError if it cannot be written)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / "metrics.json", json.dumps(finite(results), indent=1))
-    return write_report(folder, results, page)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / "metrics.json", json.dumps(finite(results), indent=1))
+        return write_report(folder, results, page)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report to {folder}: {exc.strerror or exc}") from exc
 
 
 def summary_lines(results: dict) -> list[str]:

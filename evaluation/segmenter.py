@@ -25,6 +25,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from p2p.runtime.errors import UserError
 from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec
 
@@ -43,7 +44,7 @@ SEGMENTER_VERSION = 2  # 2: weights initialised from cfg.seed (1 used the global
 MAX_LABEL_DISTANCE = 70.0
 
 
-class SegmenterError(ValueError):
+class SegmenterError(UserError, ValueError):
     """The segmentation score cannot be computed here; the message says why."""
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from p2p.runtime.cli_errors import user_errors
+from p2p.runtime.errors import OutputError, UserError
 from p2p.runtime.spec import SpecError
 
 from .onnx_export import ExportError
@@ -79,20 +81,20 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
         raise click.ClickException(str(exc)) from None
 
     # torch loads here, after the options parsed: --help and usage errors answer at once
-    from p2p.training.checkpoint import CheckpointError
-
     from .exporter import export_checkpoint
 
-    try:
-        export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
-                          verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
-                          shapes=profile, timing_cache=timing_cache, workspace_gb=workspace, log=click.echo)
-    except TensorRTUnavailable as exc:
-        raise click.ClickException(f"{onnx_path} was written, but no engine: {exc}") from None
-    except (CheckpointError, SpecError, ExportError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:  # disk full, permissions changed mid-way
-        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}") from None
+    with user_errors():
+        try:
+            export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+                              verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
+                              shapes=profile, timing_cache=timing_cache, workspace_gb=workspace, log=click.echo)
+        except TensorRTUnavailable as exc:
+            raise ExportError(f"{onnx_path} was written, but no engine: {exc}") from exc
+        except OSError as exc:
+            if exc.filename is None or isinstance(exc, UserError):
+                raise
+            # a named file that cannot be written (disk full, permissions changed mid-way)
+            raise OutputError(f"{exc.filename}: {exc.strerror or exc}") from exc
 
 
 def _paths(output: Path, trt: bool) -> tuple[Path, Path]:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import onnx
 from p2p.runtime import contract
-from p2p.runtime.errors import first_line
+from p2p.runtime.artifacts import read_onnx_metadata
+from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 
@@ -30,7 +31,7 @@ FORBIDDEN_OPS = frozenset({"Dropout", "RandomUniform", "RandomUniformLike", "Ran
                            "RandomNormalLike", "Bernoulli", "Multinomial"})
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """Export or verification failed; the message says what and why."""
 
 
@@ -109,19 +110,6 @@ def read_onnx_spec(path) -> ModelSpec:
 
 def read_onnx_precision(path) -> str:
     return read_onnx_metadata(path)[1]
-
-
-def read_onnx_metadata(path) -> tuple[ModelSpec, str]:
-    """(spec, precision) from an ONNX file written by p2p-export; SpecError otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path} does not exist")
-    try:
-        # weights are not needed to read the metadata
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise SpecError(f"{path} is not a readable ONNX file: {first_line(exc, 200)}") from None
-    return contract.read_metadata({p.key: p.value for p in model.metadata_props}, str(path))
 
 
 def check_graph(model: onnx.ModelProto, spec: ModelSpec | None = None) -> None:

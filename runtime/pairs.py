@@ -15,13 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import UserError
 from .images import ImageError, input_tensor, list_images, read_image, split_aligned, target_tensor
 from .spec import ModelSpec
 
 LAYOUTS = ("auto", "aligned", "folders", "photos")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A dataset that cannot be trained on; the message says what to fix."""
 
 

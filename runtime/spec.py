@@ -12,13 +12,15 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .errors import UserError
+
 SPEC_FORMAT = 1
 GENERATORS = ("unet", "encdec")
 TASKS = ("paired", "edges", "colorize")
 DIRECTIONS = ("AtoB", "BtoA")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec that is malformed, from a newer format, or does not fit a frame."""
 
 

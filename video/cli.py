@@ -7,6 +7,7 @@ import click
 import cv2
 from tqdm import tqdm
 
+from p2p.runtime.errors import OutputError
 from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image
 
 from .options import model_options, open_translator, user_errors
@@ -86,7 +87,7 @@ def translate_main(model, images, out_dir, samples, **opts):
                 result = translator.translate(frame)  # one frame per run: statistics of this image alone
                 target = out_dir / (f"{stem}_s{k}.png" if samples > 1 else f"{stem}.png")
                 if not cv2.imwrite(str(target), result):
-                    raise OSError(f"cannot write {target}")
+                    raise OutputError(f"cannot write {target} (folder gone, no permission, or disk full?)")
     click.echo(f"translated {len(files)} image(s) × {samples} into {out_dir} "
                f"({translator.describe()}, seed {translator.seed})")
 

@@ -7,12 +7,13 @@ import time
 
 import cv2
 import numpy as np
+from p2p.runtime.errors import UserError
 
 NO_GUI = ("this OpenCV cannot open windows (opencv-python-headless): run with --headless, or "
           "pip uninstall opencv-python-headless && pip install opencv-python")
 
 
-class DisplayError(RuntimeError):
+class DisplayError(UserError, RuntimeError):
     """No window can be shown here; the message says what to do instead."""
 
 
