@@ -21,11 +21,12 @@ from p2p.runtime import contract
 from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
+from p2p.runtime.trt_backend import MIN_TENSORRT, version_tuple
 
 from .onnx_export import ExportError, read_onnx_spec
 
 INSTALL_HINT = ("on Jetson use JetPack's TensorRT (sudo apt install python3-libnvinfer, and a venv made with "
-                "--system-site-packages); elsewhere pip install tensorrt (CUDA 13) or tensorrt-cu12 (CUDA 12)")
+                "--system-site-packages); elsewhere pip install 'p2p[gpu-cu12]' (CUDA 12) or 'p2p[gpu-cu13]' (CUDA 13)")
 
 
 class TensorRTUnavailable(ExportError):
@@ -90,9 +91,12 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def import_tensorrt():
     """``tensorrt`` and a usable Builder, or TensorRTUnavailable saying what is missing."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional: only --trt needs it
     except ImportError as exc:
         raise TensorRTUnavailable(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from None
+    if version_tuple(trt.__version__) < MIN_TENSORRT:
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old to build p2p engines (8.5 or later; JetPack 6 "
+                                  "ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file with ONNX Runtime")
     logger = trt.Logger(trt.Logger.WARNING)
     try:
         builder = trt.Builder(logger)
@@ -131,6 +135,8 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
 
     source = onnx_path
     network_flags = 0
+    if major < 10:  # TensorRT 8.x defaults to implicit batch, which the ONNX parser refuses
+        network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     if fp16 and major >= 11:
         if fp16_onnx_path is None:
             raise ExportError(f"TensorRT {trt.__version__} is strongly typed: FP16 needs the FP16 ONNX "

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from . import ort_backend, trt_backend
 from .artifacts import ArtifactError, ShapeLimits, model_kind
@@ -38,12 +37,14 @@ BACKENDS = ("auto", "tensorrt", *ort_backend.PROVIDERS)
 def available_backends() -> list[str]:
     """The backends this machine can run, best first (for --help and benchmarks)."""
     names = ["tensorrt"] if trt_backend.available() else []
-    present = ort.get_available_providers()
-    return names + [n for n, p in ort_backend.PROVIDERS.items() if p in present]
+    return names + [n for n in ort_backend.PROVIDERS if ort_backend.available(n)]
 
 
-def open_backend(path: Path, backend: str = "auto", **ort_options) -> Backend:
-    """Open ``path`` on ``backend`` ("auto" picks the best present for the file's kind)."""
+def open_backend(path: Path, backend: str = "auto", profile=None, **ort_options) -> Backend:
+    """Open ``path`` on ``backend`` ("auto" picks the best that starts here, for the file's kind).
+
+    ``profile``: the frame range to prepare for (see OrtBackend); an engine has its own, built in.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     kind = model_kind(path)
@@ -55,4 +56,4 @@ def open_backend(path: Path, backend: str = "auto", **ort_options) -> Backend:
     if backend == "tensorrt":
         raise BackendUnavailable(f"--backend tensorrt runs TensorRT engines: pass the .engine that p2p-export "
                                  f"built from {Path(path).name}, or use --backend ort-tensorrt for this ONNX file")
-    return ort_backend.OrtBackend(path, backend, **ort_options)
+    return ort_backend.OrtBackend(path, backend, profile=profile, **ort_options)

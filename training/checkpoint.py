@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from p2p.runtime.errors import first_line
+from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec, SpecError
 
@@ -20,7 +20,7 @@ CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a usable p2p checkpoint; the message says why."""
 
 
