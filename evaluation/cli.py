@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 from p2p.runtime.cli_errors import user_errors
 
-from .evaluate import default_report_dir, evaluate, finite, open_model, summary_lines, write_outputs
+from .evaluate import default_report_dir, earlier_report, evaluate, finite, open_model, summary_lines, write_outputs
 
 EXAMPLE = """
 \b
 Examples:
-  p2p-eval runs/facades --data ../shared/data/facades                    # val split, report in runs/facades/eval-val
+  p2p-eval runs/facades --data ../shared/data/facades          # val split, report in runs/facades/eval-facades-val
   p2p-eval model.onnx --data ../shared/data/facades --segmenter --report out/
   p2p-eval runs/color/checkpoint.pt --data ../shared/data/photos --noise off
 """
@@ -37,7 +37,8 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the dropout masks.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Score only the first N images.")
 @click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for metrics.json and index.html. Default: RUN/eval-SPLIT, or beside the model file.")
+              help="Folder for metrics.json and index.html. Default: RUN/eval-DATA-SPLIT, or MODEL-eval-DATA-SPLIT "
+                   "beside a model file (DATA: the data folder's name).")
 @click.option("--rows", type=click.IntRange(0), default=8, show_default=True, help="Image rows on the HTML page.")
 @click.option("--segmenter", is_flag=True,
               help="Also the FCN-style segmentation score (facades labels→photo): trains a small segmenter on "
@@ -62,8 +63,11 @@ def main(model, data, direction, split, layout, size, noise, samples, seed, limi
                                  seg_config={"iters": seg_iters} if seg_iters else None, cache=cache,
                                  progress=not no_progress, log=log)
         results["model_name"] = model.resolve().name if model.is_dir() else model.name
-        folder = report or default_report_dir(model, split)
+        folder = report or default_report_dir(model, data, split)
+        replaced = earlier_report(folder)
         html_path = write_outputs(folder, results, page)
+    if replaced:
+        log(f"replaced the earlier report in {folder} ({replaced})")
     for line in summary_lines(results):
         click.echo(line, err=True)
     click.echo(f"  report: {html_path}", err=True)

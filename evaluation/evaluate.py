@@ -21,7 +21,7 @@ import numpy as np
 from p2p.runtime.artifacts import MODEL_SUFFIXES, ArtifactError
 from p2p.runtime.errors import BackendUnavailable, OutputError, UserError, first_line
 from p2p.runtime.files import write_atomic
-from p2p.runtime.images import input_to_bgr, output_to_bgr, target_to_bgr
+from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
 from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec, SpecError
@@ -124,6 +124,10 @@ def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | N
         ds = PairDataset(folder, data_spec, layout, jitter=False)
     except (SpecError, DataError) as exc:
         raise EvalError(str(exc)) from None
+    warnings = data_fit_warnings(spec, ds)
+    for line in warnings:
+        if log:
+            log(f"warning: {line}")
     n = min(len(ds), limit) if limit else len(ds)
     if noise != "per-frame":
         samples = 1  # fixed or no masks: every sample would be the same image
@@ -166,7 +170,7 @@ def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | N
         "model": str(model.path), "kind": model.kind, "backend": model.backend,
         "data": str(data), "split": split, "direction": direction, "size": size, "noise": noise,
         "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": summary,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings,
     }
     if seg is not None:
         results["segmentation"] = seg.result()
@@ -212,11 +216,45 @@ class _SegmentationScore:
                 "chance_per_class_acc": 1.0 / S.N_CLASSES, "segmenter": asdict(self.cfg)}
 
 
-def default_report_dir(model: Path, split: str) -> Path:
+TASK_WORDS = {"edges": "edges→photo", "colorize": "grey→colour"}
+
+
+def data_fit_warnings(spec: ModelSpec, ds: PairDataset, probe: int = 8) -> list[str]:
+    """Why the data may not suit the model (its scores would then mean little); empty if nothing is seen."""
+    if spec.task not in TASK_WORDS or ds.layout != "photos":
+        return []  # paired data that does not fit is refused by the reader (wrong width, A/B names)
+    sizes = []
+    for src in ds.pairs[:probe]:
+        try:
+            h, w = read_image(src.a).shape[:2]
+        except ImageError:
+            continue  # the evaluation itself names a bad file
+        sizes.append(w == 2 * h)
+    if sizes and sum(sizes) > len(sizes) / 2:
+        return [f"{ds.folder} looks like aligned A|B pairs (images twice as wide as high), but this model is "
+                f"{TASK_WORDS[spec.task]} (trained on single photos): each pair is scored as one photo, so these "
+                "numbers say little; use a model trained on this data"]
+    return []
+
+
+def default_report_dir(model: Path, data: Path, split: str) -> Path:
+    """Named after the model and the data: RUN/eval-DATA-SPLIT, or MODEL-eval-DATA-SPLIT beside a model file."""
     model = Path(model)
+    tag = f"eval-{Path(data).resolve().name}-{split}"
     if model.is_dir():
-        return model / f"eval-{split}"
-    return model.parent / f"{model.stem}-eval-{split}"
+        return model / tag
+    return model.parent / f"{model.stem}-{tag}"
+
+
+def earlier_report(folder: Path) -> str | None:
+    """What an existing report in ``folder`` scored, in words; None if there is none."""
+    try:
+        old = json.loads((Path(folder) / "metrics.json").read_text())
+        return f"{old['model']} on {old['data']} [{old['split']}]"
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unreadable report"
 
 
 def finite(value):

@@ -14,11 +14,11 @@ from .tensorrt_build import Shapes, TensorRTUnavailable, parse_nhw, parse_sizes
 EXAMPLES = """
 \b
 Examples:
-  p2p-export runs/facades -o model.onnx --verify
-  p2p-export runs/facades/checkpoint.pt -o model.onnx --fp16
-  p2p-export runs/facades -o model.onnx --trt --shapes 256x256,512x512 --batch 2
-  p2p-export runs/facades -o model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
-  p2p-export runs/facades -o model.int8.onnx --int8 --calib ../shared/data/facades/val
+  p2p-export runs/facades --verify                       # writes runs/facades/model.onnx
+  p2p-export runs/facades/checkpoint.pt -o runs/facades/model.fp16.onnx --fp16
+  p2p-export runs/facades --trt --shapes 256x256,512x512 --batch 2
+  p2p-export runs/facades -o runs/facades/model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
+  p2p-export runs/facades -o runs/facades/model.int8.onnx --int8 --calib ../shared/data/facades/val
 \b
 The ONNX file takes `image` (N,C,H,W in [-1,1]) and one `dropout_mask_k` input
 per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
@@ -28,9 +28,9 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("model.onnx"), show_default=True,
-              help="ONNX file to write; with --trt a name ending in .engine names the engine "
-                   "(the ONNX goes beside it).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="ONNX file to write (default: model.onnx beside the checkpoint, where p2p-live looks); with "
+                   "--trt a name ending in .engine names the engine (the ONNX goes beside it).")
 @click.option("--verify", is_flag=True,
               help="Compare ONNX Runtime with PyTorch (same masks, batch 1 and 2); fail above the tolerance.")
 @click.option("--fp16", is_flag=True,
@@ -59,6 +59,8 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
 
     RUN_OR_CHECKPOINT is a p2p-train --out folder or its checkpoint.pt.
     """
+    if output is None:  # beside the checkpoint: runs/NAME/model.onnx is what p2p-live finds under ./runs
+        output = (run_or_checkpoint if run_or_checkpoint.is_dir() else run_or_checkpoint.parent) / "model.onnx"
     onnx_path, engine_path = _paths(output, trt)
     profile_given = [s is not None for s in (min_shape, opt_shape, max_shape)]
     if any(profile_given) and not all(profile_given):

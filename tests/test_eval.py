@@ -148,6 +148,43 @@ def test_onnx_and_checkpoint_agree(tiny_facades, tmp_path):
     assert (tmp_path / "onnx" / "index.html").stat().st_size > 1000
 
 
+def test_training_validation_l1_equals_p2p_eval_on_the_same_images_and_masks(tiny_facades, tmp_path):
+    """Training validates the way p2p-eval and the runtime translate: one image per batch, the same masks."""
+    r = tiny_facades  # validated at iteration 2 on the 4 val images (val_images 8 ≥ 4)
+    logged = [json.loads(line)["val_l1"] for line in (r / "run" / "log.jsonl").read_text().splitlines()
+              if "val_l1" in line][-1]
+    for model in (r / "run", r / "model.onnx"):  # the checkpoint, and what ships
+        code, output, out = run_eval(model, "--data", r / "data", "--noise", "per-frame", "--seed", "0", "-k", "1",
+                                     "--report", tmp_path / model.name)
+        assert code == 0, output
+        assert out["metrics"]["l1"] == pytest.approx(logged, abs=2e-6), (model, out["metrics"]["l1"], logged)
+
+
+def test_reports_are_named_after_model_and_data_and_never_replaced_silently(tiny_facades, tmp_path):
+    r = tiny_facades
+    other = tmp_path / "other-data"
+    shutil.copytree(r / "data", other)
+    runs = [run_eval(r / "model.onnx", "--data", data, "-k", "1", "--rows", "1") for data in (r / "data", other)]
+    assert all(code == 0 for code, _, _ in runs), runs
+    assert {Path(out["report"]).parent.name for _, _, out in runs} == {"model-eval-data-val", "model-eval-other-data-val"}
+    assert not any("replaced" in output for _, output, _ in runs)
+    code, output, out = run_eval(r / "model.onnx", "--data", other, "-k", "1", "--rows", "1")
+    assert code == 0 and "replaced the earlier report" in output and "other-data" in output
+
+
+def test_data_that_does_not_fit_the_model_is_said(tmp_path):
+    from test_runtime import export_tiny
+
+    edges_model, _ = export_tiny("edges", tmp_path)  # edges→photo, trained on single photos
+    code, output, out = run_eval(edges_model, "--data", shared_data("facades"), "--limit", "2", "-k", "1",
+                                 "--report", tmp_path / "report")
+    assert code == 0 and "looks like aligned A|B pairs" in output and "edges→photo" in output
+    assert out["warnings"] and "A|B" in out["warnings"][0]
+    code, output, out = run_eval(edges_model, "--data", shared_data("photos"), "--limit", "2", "-k", "1",
+                                 "--report", tmp_path / "report2")
+    assert code == 0 and "warning:" not in output and out["warnings"] == []
+
+
 def test_dropout_noise_is_measured_and_seeded(tiny_facades, tmp_path):
     r = tiny_facades
     args = ["--data", r / "data", "--noise", "per-frame", "-k", "3", "--seed", "5", "--rows", "0"]

@@ -365,6 +365,16 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
     assert same_state(state, load_checkpoint(checkpoint)["generator"])
 
 
+def test_cli_writes_beside_the_checkpoint_by_default(checkpoint, tmp_path, monkeypatch):
+    """Without -o the model goes where p2p-live looks (RUN/model.onnx), not into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    for source in (checkpoint.parent, checkpoint):  # a run folder, or its checkpoint.pt
+        result = run_cli([source])
+        assert result.exit_code == 0, result.output
+        assert (checkpoint.parent / "model.onnx").is_file() and not (tmp_path / "model.onnx").exists()
+        (checkpoint.parent / "model.onnx").unlink()
+
+
 def test_cli_help_has_an_example():
     result = run_cli(["--help"])
     assert result.exit_code == 0

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_data
+from conftest import ROOT, shared_data
 from p2p.runtime import Translator
 from p2p.runtime.artifacts import ArtifactError, ShapeError, ShapeLimits, default_model
 from p2p.runtime.images import input_tensor, output_to_bgr
@@ -426,6 +426,29 @@ def test_torch_free_modules_leave_torch_unimported_where_it_is_installed(tmp_pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no torch" in result.stdout, result.stdout
     assert int(result.stdout.split()[0]) >= 20  # the walk really found the modules
+
+
+def test_every_command_answers_help_and_usage_errors_without_torch(tmp_path):
+    """--help and argument errors must be instant: no command may load torch before its options parse."""
+    code = """
+        import importlib, sys, tomllib
+        scripts = tomllib.load(open(sys.argv[1], "rb"))["project"]["scripts"]
+        for name, target in scripts.items():
+            module, func = target.split(":")
+            command = getattr(importlib.import_module(module), func)
+            for args, want in ((["--help"], 0), (["--no-such-flag"], 2)):
+                try:
+                    command(args, prog_name=name)
+                except SystemExit as exc:
+                    assert exc.code == want, (name, args, exc.code)
+        print("RESULT", len(scripts), "commands;", "torch loaded" if "torch" in sys.modules else "no torch")
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(ROOT / "pyproject.toml")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    verdict = result.stdout.strip().splitlines()[-1]  # after the help texts
+    assert verdict.startswith("RESULT") and verdict.endswith("no torch"), verdict
+    assert int(verdict.split()[1]) >= 6
 
 
 def test_blocker_really_blocks(tmp_path):

@@ -64,6 +64,9 @@ Examples:
 @click.option("--sample-every", type=click.IntRange(1), default=200, show_default=True,
               help="Sample grid and validation L1 every N iterations.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--tensorboard", is_flag=True,
+              help="Also write TensorBoard event files (losses, LR, images/s, validation L1, sample grids) to "
+                   "OUT/tensorboard: tensorboard --logdir runs. Needs pip install 'p2p[tensorboard]'.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:

@@ -17,7 +17,8 @@ PATCH_SIZES = (1, 16, 70, 286)  # PatchGAN receptive fields: PixelGAN, 16, the p
 # What --resume may change: schedule, bookkeeping and how the steps run. Everything else
 # (data, model, objective, batch size, seed) defines the run and is refused if it differs.
 RESUME_CHANGEABLE = frozenset({"lr", "epochs", "epochs_decay", "iters", "save_every", "sample_every", "log_every",
-                               "val_images", "workers", "progress", "device", "amp", "channels_last", "deterministic"})
+                               "val_images", "workers", "progress", "device", "amp", "channels_last", "deterministic",
+                               "tensorboard"})
 
 
 class ConfigError(UserError, ValueError):
@@ -63,6 +64,7 @@ class TrainConfig:
     channels_last: bool = False
     deterministic: bool = False      # deterministic algorithms: exact resume on CUDA too, at some speed
     sync_bn: bool = False
+    tensorboard: bool = False        # also write OUT/tensorboard event files
     seed: int = 0
     workers: int = 0
     save_every: int = 500

@@ -28,8 +28,11 @@ def write_image_atomic(path: Path, image: np.ndarray) -> None:
     write_atomic(path, data.tobytes())
 
 
-def write_sample_grid(path: Path, x, fake, y, spec: ModelSpec) -> None:
-    write_image_atomic(path, sample_grid(x, fake, y, spec))
+def write_sample_grid(path: Path, x, fake, y, spec: ModelSpec) -> np.ndarray:
+    """Write the grid to ``path``; returns it (BGR) for other viewers."""
+    grid = sample_grid(x, fake, y, spec)
+    write_image_atomic(path, grid)
+    return grid
 
 
 def plot_losses(history: list[dict], path: Path) -> None:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from p2p.runtime import contract
 from p2p.runtime.errors import UserError, first_line
+from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
 from torch import nn
@@ -31,6 +31,10 @@ from .config import TrainConfig
 from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
+from .tensorboard import TensorBoardLog
+
+
+VAL_SEED = 0  # the masks of validation (and p2p-eval's default --seed)
 
 
 class TrainError(UserError, RuntimeError):
@@ -154,6 +158,7 @@ class Trainer:
             self.D_step = wrap_ddp(self.D, self.device) if self.D else None
         self._stop = False
         self._last_report = None  # (iteration, val L1): a report is made once per iteration
+        self.tb = TensorBoardLog(self.out / "tensorboard", self.iteration) if cfg.tensorboard and self.main else None
 
     def _to_device(self) -> None:
         memory = torch.channels_last if self.cfg.channels_last else torch.preserve_format
@@ -257,13 +262,20 @@ class Trainer:
     # --- validation, samples, checkpoints -----------------------------------------------
     @torch.no_grad()
     def validate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """L1 on the fixed validation batch, with fixed masks so numbers compare across iterations."""
-        g = torch.Generator().manual_seed(1234)
-        n, _, h, w = x.shape
-        masks = [contract.keep_mask(torch.rand(s, generator=g), self.spec.dropout_p).to(self.device)
-                 for s in contract.mask_shapes(self.spec, n, h, w)]
-        fake = self.G(x.to(self.device), masks).float().cpu()
-        return float((fake - y).abs().mean()), fake
+        """Mean L1 over the validation images, translated the way the runtime and p2p-eval translate them.
+
+        Each image is its own batch (BatchNorm with one image's statistics: the paper's instance
+        norm at test time; a batch would mix the statistics of unrelated images) and its masks
+        come from the runtime's MaskSampler, per-frame, seed VAL_SEED, in order: the number
+        equals ``p2p-eval RUN --data DATA --seed 0 -k 1`` on the same images.
+        """
+        sampler = MaskSampler(self.spec, "per-frame", VAL_SEED)
+        _, _, h, w = x.shape
+        fakes = [self.G(x[i:i + 1].to(self.device),
+                        [torch.from_numpy(m).to(self.device) for m in sampler(1, h, w)]).float().cpu()
+                 for i in range(len(x))]
+        fake = torch.cat(fakes)
+        return float((fake - y).abs().mean(dim=(1, 2, 3)).double().mean()), fake
 
     def checkpoint_state(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
@@ -359,6 +371,8 @@ class Trainer:
         self.history.append(record)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tb:
+            self.tb.record(record)
 
     def _report(self, vx, vy) -> float:
         """Validation L1 into the log, a sample grid and the loss curve; once per iteration."""
@@ -369,7 +383,9 @@ class Trainer:
         self._last_report = (it, val_l1)
         self._log({"iter": it, "epoch": self.epoch_of(it), "val_l1": round(val_l1, 6)})
         if self.main:
-            write_sample_grid(self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
+            grid = write_sample_grid(self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
+            if self.tb:
+                self.tb.grid(grid, it)
             plot_losses(self.history, self.out / "loss.png")
         return val_l1
 
@@ -439,5 +455,7 @@ class Trainer:
                 signal.signal(signal.SIGINT, old_handler)
         val_l1 = self._report(vx, vy) if not interrupted else None
         path = self.save()
+        if self.tb:
+            self.tb.close()
         return {"checkpoint": path, "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),
                 "interrupted": interrupted, "val_l1": val_l1}
