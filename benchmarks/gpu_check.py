@@ -92,7 +92,7 @@ class Context:
     def steps(self, trainer, n: int = 3) -> dict:
         loader = iter(trainer.loader(0, 0))
         for _ in range(n):
-            x, y = (t.to(self.device) for t in next(loader))
+            x, y = (t.to(self.device) for t in next(loader)[:2])
             if trainer.cfg.channels_last:
                 x, y = (t.contiguous(memory_format=self.torch.channels_last) for t in (x, y))
             losses = trainer.step(x, y)

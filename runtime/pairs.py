@@ -157,3 +157,40 @@ class PairDataset:
             src_img, dst_img = (a, b) if self.spec.direction == "AtoB" else (b, a)
             x, y = input_tensor(src_img, self.spec), target_tensor(dst_img, self.spec)
         return x, y
+
+
+class InputDataset:
+    """Images without targets (e.g. for distillation): the generator's input side only, same jitter as pairs.
+
+    For --task edges and colorize any photos (the adapter derives the input); for paired data,
+    images of the input domain (label maps for labels→photo).
+    """
+
+    def __init__(self, folder: Path, spec: ModelSpec, jitter: bool = True, seed: int = 0):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise DataError(f"--extra-inputs {self.folder} is not a folder")
+        self.spec = spec
+        self.pairs = find_pairs(self.folder, "photos")
+        self.jitter, self.seed, self.epoch = jitter, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def check_all(self) -> None:
+        for src in self.pairs:
+            try:
+                read_image(src.a)
+            except ImageError as exc:
+                raise DataError(f"{exc}; fix or remove it") from None
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        src = self.pairs[index]
+        try:
+            image = read_image(src.a)
+        except ImageError as exc:
+            raise DataError(str(exc)) from None
+        # a seed of its own: these images do not share their jitter with the paired image of the same index
+        rng = np.random.default_rng([self.seed, 1, self.epoch, index])
+        image = apply_jitter(image, self.spec.image_size, jitter_params(rng, self.spec.image_size, self.jitter))
+        return input_tensor(image, self.spec)

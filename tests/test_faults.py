@@ -206,7 +206,7 @@ def parameter_report(t) -> dict:
         report[f"{name}_missing"] = [n for n, p in net.named_parameters() if id(p) not in in_opt]
         report[f"{name}_count"] = len(list(net.parameters()))
     before = {n: p.detach().clone() for net in (t.G, t.D) for n, p in net.named_parameters()}
-    x, y = next(iter(t.loader(0, 0)))
+    x, y, _ = next(iter(t.loader(0, 0)))
     t.step(x, y)
     after = {n: p for net in (t.G, t.D) for n, p in net.named_parameters()}
     report["unchanged"] = [n for n in before if torch.equal(before[n], after[n])]

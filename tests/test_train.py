@@ -47,7 +47,7 @@ def test_each_objective_gives_finite_losses_and_gradients(tmp_path, objective, u
                       objective=objective, unconditional=unconditional, batch_size=2, progress=False)
     t = Trainer(cfg)
     before = [p.detach().clone() for p in t.G.parameters()]
-    x, y = next(iter(t.loader(0, 0)))
+    x, y, _ = next(iter(t.loader(0, 0)))
     losses = t.step(x, y)
     assert losses and all(np.isfinite(v) for v in losses.values())
     assert ("d" in losses) == (objective != "l1")

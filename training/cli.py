@@ -64,6 +64,20 @@ Examples:
 @click.option("--sample-every", type=click.IntRange(1), default=200, show_default=True,
               help="Sample grid and validation L1 every N iterations.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--teacher", type=click.Path(path_type=Path), default=None, metavar="RUN_OR_CHECKPOINT",
+              help="Distil: train this (narrower, --ngf) generator from a trained teacher. Data, task, direction, "
+                   "size and generator come from the teacher's run unless given.")
+@click.option("--teacher-noise", type=click.Choice(["off", "per-frame"]), default="off", show_default=True,
+              help="--teacher: the teacher's dropout while it teaches (off: its deterministic translation).")
+@click.option("--lambda-teacher", type=float, default=100.0, show_default=True,
+              help="--teacher: weight of L1(student output, teacher output).")
+@click.option("--lambda-feat", type=float, default=1.0, show_default=True,
+              help="--teacher: weight of the decoder-feature distillation (learned 1x1 maps onto the teacher's).")
+@click.option("--teacher-d/--no-teacher-d", default=True, show_default=True,
+              help="--teacher: start the discriminator from the teacher's (when --ndf and --patch match).")
+@click.option("--extra-inputs", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="--teacher: more training inputs without targets (photos for edges/colorize, label maps for "
+                   "labels→photo); the teacher translates them on the fly.")
 @click.option("--tensorboard", is_flag=True,
               help="Also write TensorBoard event files (losses, LR, images/s, validation L1, sample grids) to "
                    "OUT/tensorboard: tensorboard --logdir runs. Needs pip install 'p2p[tensorboard]'.")

@@ -65,6 +65,13 @@ class TrainConfig:
     deterministic: bool = False      # deterministic algorithms: exact resume on CUDA too, at some speed
     sync_bn: bool = False
     tensorboard: bool = False        # also write OUT/tensorboard event files
+    # distillation (training/distill.py): a narrow student learns from a trained teacher
+    teacher: str | None = None       # run folder or checkpoint of the teacher
+    teacher_noise: str = "off"       # the teacher's dropout while it teaches: "off" or "per-frame"
+    lambda_teacher: float = 100.0    # L1 of the student's output to the teacher's
+    lambda_feat: float = 1.0         # MSE of the mapped decoder features to the teacher's
+    teacher_d: bool = True           # the student's D starts from the teacher's D (when their shapes match)
+    extra_inputs: str | None = None  # images without targets: the teacher translates them
     seed: int = 0
     workers: int = 0
     save_every: int = 500
@@ -80,6 +87,13 @@ class TrainConfig:
             raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
         if self.patch not in PATCH_SIZES:
             raise ConfigError(f"--patch must be one of {PATCH_SIZES}, got {self.patch}")
+        if self.teacher is None and (self.extra_inputs or self.teacher_noise != "off"):
+            raise ConfigError("--extra-inputs and --teacher-noise need a --teacher (images without targets get "
+                              "the teacher's translation)")
+        if self.teacher_noise not in ("off", "per-frame"):
+            raise ConfigError(f"--teacher-noise must be off or per-frame, not {self.teacher_noise!r}")
+        if min(self.lambda_teacher, self.lambda_feat) < 0:
+            raise ConfigError("--lambda-teacher and --lambda-feat must be ≥ 0")
         side = patch_norm_size(self.size, self.patch)
         if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
             raise ConfigError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "

@@ -79,10 +79,11 @@ class Generator(nn.Module):
         self.out = nn.Sequential(
             nn.ReLU(), nn.ConvTranspose2d(enc[0] * (2 if self.skips else 1), spec.out_channels, 4, 2, 1), nn.Tanh())
 
-    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None, decoder_features: bool = False):
+        """The translation; with ``decoder_features`` also each decoder block's output (for distillation)."""
         if masks is not None and len(masks) != self.spec.dropout_blocks:
             raise ValueError(f"expected {self.spec.dropout_blocks} dropout masks, got {len(masks)}")
-        features = []
+        features, decoded = [], []
         for down in self.downs:
             x = down(x)
             features.append(x)
@@ -90,9 +91,11 @@ class Generator(nn.Module):
             if k > 0 and self.skips:
                 x = torch.cat([x, features[-1 - k]], 1)
             x = up(x, masks[k] if masks is not None and k < len(masks) else None)
+            decoded.append(x)
         if self.skips:
             x = torch.cat([x, features[0]], 1)
-        return self.out(x)
+        out = self.out(x)
+        return (out, decoded) if decoder_features else out
 
 
 class Discriminator(nn.Module):

@@ -15,6 +15,7 @@ from typing import Callable
 from p2p.runtime.pairs import DataError
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
+from .distill import TeacherError
 from .config import RESUME_CHANGEABLE, ConfigError, TrainConfig, default_data_dir
 from .distributed import World, close_process_group, init_process_group
 from .trainer import Trainer, TrainError, resolve_device
@@ -45,6 +46,8 @@ def configure(options: dict, given: set[str], resume: bool,
                 opts[k] = v
         for k, (old, new) in state["changes"].items():
             log(f"resuming with --{k.replace('_', '-')} {new} (the run had {old})")
+    if opts.get("teacher") and not resume:
+        _take_from_teacher(opts, given)
     if opts["data"] is None:
         opts["data"] = default_data_dir()
         if "task" not in given and not resume:
@@ -53,9 +56,25 @@ def configure(options: dict, given: set[str], resume: bool,
             raise ConfigError("the embedded data are photos: use --task edges or --task colorize, or give --data")
         log(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}")
     opts["data"], opts["out"] = str(opts["data"]), str(out)
+    for key in ("teacher", "extra_inputs"):
+        opts[key] = str(opts[key]) if opts.get(key) is not None else None
     cfg = TrainConfig(**opts)
     cfg.validate()
     return cfg, state
+
+
+TEACHER_DEFAULTS = ("data", "task", "direction", "layout", "size", "generator")  # what a student takes from it
+
+
+def _take_from_teacher(opts: dict, given: set[str]) -> None:
+    """A distillation run translates what its teacher translates: flags not given come from the teacher's run."""
+    try:
+        stored = load_checkpoint(opts["teacher"])["config"]
+    except CheckpointError as exc:
+        raise TeacherError(f"--teacher: {exc}") from None
+    for key in TEACHER_DEFAULTS:
+        if key not in given and key in stored:
+            opts[key] = stored[key]
 
 
 def _resume_changes(opts: dict, given: set[str], stored: dict, out: Path) -> dict:

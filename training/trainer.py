@@ -13,13 +13,14 @@ import math
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.masks import MaskSampler
-from p2p.runtime.pairs import PairDataset, resolve_split
+from p2p.runtime.pairs import InputDataset, PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,6 +29,8 @@ from tqdm import tqdm
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .distributed import World, any_rank, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
 from .config import TrainConfig
+from .data import TrainingSet
+from .distill import Student, Teacher, check_pair, feature_loss, load_teacher
 from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
@@ -78,11 +81,13 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
 
 
 # --- builders ------------------------------------------------------------------------------
-def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[PairDataset, PairDataset | None]:
-    """The training set (with the paper's jitter) and the validation split (val/ or test/), if any."""
+def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[TrainingSet, PairDataset | None]:
+    """The training set (with the paper's jitter, and --extra-inputs) and the validation split (val/ or test/)."""
     root = Path(cfg.data)
     train_dir = resolve_split(root, "train")
-    train = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed)
+    pairs = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed)
+    extras = InputDataset(Path(cfg.extra_inputs), spec, jitter=True, seed=cfg.seed) if cfg.extra_inputs else None
+    train = TrainingSet(pairs, extras)
     for name in ("val", "test"):
         if (root / name).is_dir() and root / name != train_dir:
             return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed)
@@ -142,7 +147,15 @@ class Trainer:
         self.steps_per_epoch = len(epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, 0,
                                                  self.rank, self.world))
         self.G, self.D = build_models(cfg, self.spec, self.objective, self.device)
-        self.opt_g, self.opt_d = build_optimizer(self.G, cfg), build_optimizer(self.D, cfg)
+        self.teacher, self.student, self.teacher_info = None, None, None
+        if cfg.teacher:  # distillation: G trains with feature adapters, beside a frozen teacher
+            t_generator, t_spec, self.teacher_info, t_discriminator = load_teacher(Path(cfg.teacher), self.device)
+            check_pair(t_spec, self.spec)
+            self.teacher = Teacher(t_generator, cfg.teacher_noise)
+            self.student = Student(self.G, t_spec)
+            if cfg.teacher_d and resume is None:
+                self._start_from_teachers_d(t_discriminator)
+        self.opt_g, self.opt_d = build_optimizer(self.student or self.G, cfg), build_optimizer(self.D, cfg)
         self.amp_dtype = amp_dtype_for(cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
@@ -152,17 +165,27 @@ class Trainer:
             self._load(resume, self.out / CHECKPOINT_NAME)
         self._to_device()
         # the models that take part in the step: DistributedDataParallel wraps them on several ranks
-        self.G_step, self.D_step = self.G, self.D
+        self.G_step, self.D_step = self.student or self.G, self.D
         if world.distributed:
-            self.G_step = wrap_ddp(self.G, self.device)
+            self.G_step = wrap_ddp(self.G_step, self.device)
             self.D_step = wrap_ddp(self.D, self.device) if self.D else None
         self._stop = False
         self._last_report = None  # (iteration, val L1): a report is made once per iteration
         self.tb = TensorBoardLog(self.out / "tensorboard", self.iteration) if cfg.tensorboard and self.main else None
 
+    def _start_from_teachers_d(self, state: dict | None) -> None:
+        """The student's D starts as the teacher's (GAN Compression does): it already knows real from fake."""
+        try:
+            if self.D is None or state is None:
+                raise ValueError("one of them has no discriminator")
+            self.D.load_state_dict(state)
+        except (RuntimeError, ValueError) as exc:
+            warnings.warn(f"the student's discriminator starts fresh: the teacher's does not fit it "
+                          f"({first_line(exc, 120)}; same --ndf, --patch and objective would)")
+
     def _to_device(self) -> None:
         memory = torch.channels_last if self.cfg.channels_last else torch.preserve_format
-        for net in (self.G, self.D):
+        for net in (self.student or self.G, self.D):
             if net is not None:
                 net.to(self.device, memory_format=memory)
         for opt in (self.opt_g, self.opt_d):
@@ -210,11 +233,18 @@ class Trainer:
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def step(self, x: torch.Tensor, y: torch.Tensor, has_target: torch.Tensor | None = None) -> dict:
         obj, G, D = self.objective, self.G_step, self.D_step
         losses = {}
+        if self.teacher is not None:
+            with self.autocast():
+                t_out, t_features = self.teacher(x)
+            if has_target is not None:  # images without a target: the teacher's translation is their target
+                y = torch.where(has_target.view(-1, 1, 1, 1) > 0, y, t_out.to(y.dtype))
         with self.autocast():
             fake = G(x)
+            if self.teacher is not None:
+                fake, s_features = fake
         if D is not None:
             # D step: real pairs → 1, generated pairs → 0; halved, as in the paper.
             D.requires_grad_(True)
@@ -242,6 +272,10 @@ class Trainer:
             loss_l1 = l1_loss(fake, y)
             loss_g = loss_g + obj.lambda_l1 * loss_l1
             losses["g_l1"] = loss_l1.item()
+        if self.teacher is not None:
+            loss_teacher, loss_feat = l1_loss(fake, t_out), feature_loss(s_features, t_features)
+            loss_g = loss_g + self.cfg.lambda_teacher * loss_teacher + self.cfg.lambda_feat * loss_feat
+            losses["g_teacher"], losses["g_feat"] = loss_teacher.item(), loss_feat.item()
         self._finite("G", loss_g)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
@@ -291,6 +325,8 @@ class Trainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d else None,
             "scaler": self.scaler.state_dict(),
+            "adapters": self.student.adapters.state_dict() if self.student else None,
+            "teacher": self.teacher_info,  # which teacher (path, SHA-256, spec): a resume checks it is the same
             "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),  # the epoch for readers
             "seconds": self.seconds, "rng": rng,
         }
@@ -330,8 +366,13 @@ class Trainer:
         if (state["discriminator"] is None) != (self.D is None) or stored_obj.conditional != self.objective.conditional:
             raise TrainError(f"cannot resume: {path} was trained with --objective {stored_obj.name}"
                              f"{' --unconditional' if stored_obj.unconditional else ''}; pass the same objective")
+        if self.teacher_info and (state.get("teacher") or {}).get("sha256") != self.teacher_info["sha256"]:
+            raise TrainError(f"cannot resume: the teacher {self.teacher_info['path']} is not the one this run "
+                             "started from (its checkpoint changed); restore it, or distil again with a new --out")
         try:
             self.G.load_state_dict(state["generator"])
+            if self.student:
+                self.student.adapters.load_state_dict(state["adapters"])
             self.opt_g.load_state_dict(state["opt_g"])
             if self.D:
                 self.D.load_state_dict(state["discriminator"])
@@ -415,8 +456,9 @@ class Trainer:
         interrupted = False
         t_last = time.perf_counter()
         try:
-            for it, (x, y) in zip(range(self.iteration, total), self.batches(self.iteration)):
+            for it, (x, y, has_target) in zip(range(self.iteration, total), self.batches(self.iteration)):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                has_target = has_target.to(self.device) if self.teacher is not None else None
                 if cfg.channels_last:
                     x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
                 lr = self.lr_at(it)
@@ -425,7 +467,7 @@ class Trainer:
                         for group in opt.param_groups:
                             group["lr"] = lr
                 try:
-                    losses = self.step(x, y)
+                    losses = self.step(x, y, has_target)
                 except NonFiniteLoss as exc:
                     raise TrainError(f"the {exc.name} loss became non-finite at iteration {it + 1}{exc.where}; "
                                      f"nothing was saved after it: {self.kept()}; lower --lr (or try --no-amp)"
