@@ -113,6 +113,12 @@ def main(ctx: click.Context, **opts) -> None:
         log(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
             f"continue with: p2p-train --out {cfg.out} --resume")
         sys.exit(130)
+    samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
+    log(f"\nDone: {result['iteration']} iterations, validation L1 {result['val_l1']:.3f}. What next:\n"
+        + (f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
+        + f"  export    p2p-export {cfg.out} --verify          (writes {Path(cfg.out) / 'model.onnx'})\n"
+        + f"  go live   p2p-live --camera 0                 (or --source a video; it picks the newest export)\n"
+        + f"  score     p2p-eval {cfg.out} --data {cfg.data}")
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
 

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +39,7 @@ from .tensorboard import TensorBoardLog
 
 
 VAL_SEED = 0  # the masks of validation (and p2p-eval's default --seed)
+PACE_PROBE = 5  # iterations timed before the expected duration is said
 
 
 class TrainError(UserError, RuntimeError):
@@ -436,6 +438,17 @@ class Trainer:
             raise KeyboardInterrupt
         self._stop = True
 
+    def _say_expected_time(self, seconds: float, total: int) -> None:
+        """Once the pace is known: how long the rest will take here (on stderr, above the progress bar)."""
+        if not self.main:
+            return
+        pace = seconds / PACE_PROBE
+        left = (total - self.iteration) * pace
+        done = time.strftime("%H:%M", time.localtime(time.time() + left))
+        tqdm.write(f"{total - self.iteration} iterations to go at {pace:.2f} s each: about "
+                   + (f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s") + f" here (done around {done})",
+                   file=sys.stderr)
+
     def _should_stop(self) -> bool:
         """Ctrl-C on any rank: ranks must agree to stop at the same step."""
         return any_rank(self._stop, self.device) if self.world > 1 else self._stop
@@ -446,15 +459,19 @@ class Trainer:
         if self.main:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         total = self.total_iterations()
+        n_epochs = cfg.epochs + cfg.epochs_decay
         vx, vy = self.validation_batch()
         if self.iteration == 0:
             self._report(vx, vy)
+        if self.main and total > self.iteration:
+            tqdm.write(f"training {total - self.iteration} iterations into {self.out} ({self.steps_per_epoch} "
+                       f"batches an epoch); the expected time follows after {PACE_PROBE}", file=sys.stderr)
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = tqdm(total=total, initial=min(self.iteration, total), disable=not (cfg.progress and self.main),
                    unit="it", dynamic_ncols=True)
-        n_epochs = cfg.epochs + cfg.epochs_decay
         interrupted = False
-        t_last = time.perf_counter()
+        start, t_begin = self.iteration, time.perf_counter()
+        t_last = t_begin
         try:
             for it, (x, y, has_target) in zip(range(self.iteration, total), self.batches(self.iteration)):
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -478,6 +495,8 @@ class Trainer:
                 rate = x.shape[0] * self.world / max(now - t_last, 1e-9)
                 t_last = now
                 bar.update(1)
+                if it + 1 - start == PACE_PROBE and total - self.iteration > PACE_PROBE:
+                    self._say_expected_time(time.perf_counter() - t_begin, total)
                 bar.set_postfix_str(f"ep {self.epoch_of(it) + 1}/{n_epochs} " + " ".join(
                     f"{k} {v:.3f}" for k, v in losses.items()) + f" {rate:.1f} img/s")
                 if self.iteration % cfg.log_every == 0 or self.iteration == total:
