@@ -24,7 +24,7 @@ def config(data, out, **kw) -> TrainConfig:
 
 
 def fixed_batch(trainer: Trainer, indices):
-    items = [trainer.train_set[i] for i in indices]
+    items = [trainer.train_set.pairs[i] for i in indices]
     return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
 
 
