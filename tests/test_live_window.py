@@ -112,22 +112,23 @@ class Desktop:
                 process.wait(timeout=10)
 
 
+def desktop_for_a_test(size: tuple[int, int], wm: bool):
+    require_desktop()
+    desktop = Desktop(size, wm)
+    yield desktop
+    desktop.close()
+
+
 @pytest.fixture
 def bare_desktop():
     """A 1920x1080 screen and no window manager: the frame pair fits at full size."""
-    require_desktop()
-    desktop = Desktop((1920, 1080), wm=False)
-    yield desktop
-    desktop.close()
+    yield from desktop_for_a_test((1920, 1080), wm=False)
 
 
 @pytest.fixture
 def managed_desktop():
     """A 1280x800 screen run by openbox: the pair must be scaled down to fit."""
-    require_desktop()
-    desktop = Desktop((1280, 800), wm=True)
-    yield desktop
-    desktop.close()
+    yield from desktop_for_a_test((1280, 800), wm=True)
 
 
 class Live:
