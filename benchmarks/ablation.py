@@ -75,21 +75,25 @@ def trained_iterations(path: Path) -> int:
 
 def train(v: Variant, args) -> float:
     """Train one variant in its own one-thread process; returns seconds spent (0 if reused)."""
-    path = run_dir(args.out, v)
-    if trained_iterations(path) >= args.iters:
+    return run_training(run_dir(args.out, v), train_command(v, args), args.iters, v.name)
+
+
+def run_training(path: Path, command: list[str], iters: int, label: str, threads: int = 1) -> float:
+    """Run a p2p-train command for the run folder ``path`` (log beside it); seconds spent, 0 if already done."""
+    if trained_iterations(path) >= iters:
         return 0.0
     if path.exists():  # a run cut short: start it again (resume would need the same flags anyway)
         import shutil
         shutil.rmtree(path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     path.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f"{path.name}.train.log", "w") as log:
-        proc = subprocess.run(train_command(v, args), env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     if proc.returncode:
-        raise SystemExit(f"training {v.name} failed (exit {proc.returncode}); see {path.parent / (path.name + '.train.log')}")
+        raise SystemExit(f"training {label} failed (exit {proc.returncode}); see {path.parent / (path.name + '.train.log')}")
     seconds = time.perf_counter() - t0
-    print(f"trained {v.name:16s} {args.iters} iterations in {seconds:.0f} s", file=sys.stderr, flush=True)
+    print(f"trained {label:16s} {iters} iterations in {seconds:.0f} s", file=sys.stderr, flush=True)
     return seconds
 
 
@@ -160,19 +164,17 @@ def evaluate_all(args, train_wall: float) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from p2p.training.evaluate import TorchModel, evaluate, write_outputs
-    from p2p.training.segmenter import SegConfig
+    from p2p.evaluation.evaluate import TorchModel, evaluate, write_outputs
 
-    seg_cfg = SegConfig()
+    seg_cfg = {}
     if args.tiny:
-        seg_cfg = SegConfig(size=64, width=8, iters=args.seg_iters)
+        seg_cfg = {"size": 64, "width": 8, "iters": args.seg_iters}
     elif args.seg_iters:
-        seg_cfg = SegConfig(iters=args.seg_iters)
+        seg_cfg = {"iters": args.seg_iters}
     t0 = time.perf_counter()
     results, pages = {}, {}
     for v in args.selected:
         model = TorchModel(run_dir(args.out, v))
-        model.path = run_dir(args.out, v)
         res, page = evaluate(model, args.data, split="val", noise="per-frame", samples=args.samples, seed=args.seed,
                              limit=args.val, rows=4, segmenter=True, seg_config=seg_cfg, cache=args.cache,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -197,7 +199,7 @@ def evaluate_all(args, train_wall: float) -> int:
 
 
 def write_grid(path: Path, pages: dict) -> None:
-    """Rows of val images: labels | every variant's output | real photo."""
+    """Rows of val images: labels | every run's output | real photo (``pages``: run name → evaluate()'s rows)."""
     import cv2
     import numpy as np
 

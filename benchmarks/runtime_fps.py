@@ -74,7 +74,7 @@ def main() -> None:
     import torch
 
     from p2p.export.onnx_export import export_onnx
-    from p2p.runtime import Translator, available_backends
+    from p2p.runtime import Translator, available_backends, contract
     from p2p.runtime.spec import ModelSpec
     from p2p.training.models import Generator, init_weights
     from p2p.video.pipeline import translate_video
@@ -109,8 +109,7 @@ def main() -> None:
     plain_opts = ort.SessionOptions()
     plain_opts.intra_op_num_threads = args.threads
     plain = ort.InferenceSession(str(model), plain_opts, providers=["CPUExecutionProvider"])
-    feeds = {"image": x.numpy(), **{n: np.ones(s, np.float32)
-                                    for n, s in zip(spec.mask_names(), spec.mask_shapes(1, args.size, args.size))}}
+    feeds = contract.feeds(spec, x_np, contract.ones_masks(spec, 1, args.size, args.size))
     runners["onnxruntime, default session options (untuned)"] = lambda: plain.run(None, feeds)
 
     translators = {}

@@ -29,7 +29,7 @@ def make_trainer(size: int, ngf: int, batch: int, device: str, amp: bool, world=
 
 
 def time_steps(t: Trainer, warmup: int, steps: int) -> float:
-    x, y = next(iter(t.loader(0, 0)))
+    x, y, _ = next(iter(t.loader(0, 0)))
     x, y = x.to(t.device), y.to(t.device)
     for _ in range(warmup):
         t.step(x, y)

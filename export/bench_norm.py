@@ -26,11 +26,13 @@ import numpy as np
 @click.option("--threads", default=2, show_default=True, help="ORT intra-op threads")
 @click.option("--runs", default=20, show_default=True)
 def main(size, ngf, threads, runs):
+    # torch and the exporter load after the options parse: --help answers at once
     import onnxruntime as ort
     import torch
 
+    from p2p.runtime import contract
     from p2p.runtime.spec import ModelSpec
-    from p2p.training.models import Generator, draw_mask, init_weights
+    from p2p.training.models import Generator, init_weights
 
     from .graph import NORMS
     from .onnx_export import export_onnx
@@ -40,10 +42,10 @@ def main(size, ngf, threads, runs):
     gen = Generator(spec)
     init_weights(gen)
     x = torch.rand(1, spec.in_channels, size, size) * 2 - 1
-    masks = [draw_mask(s, spec.dropout_p) for s in spec.mask_shapes(1, size, size)]
+    masks = contract.draw_masks(spec, np.random.default_rng(0), 1, size, size)
     with torch.no_grad():
-        ref = gen.train()(x, masks).numpy()
-    feed = {"image": x.numpy(), **{n: m.numpy() for n, m in zip(spec.mask_names(), masks)}}
+        ref = gen.train()(x, [torch.from_numpy(m) for m in masks]).numpy()
+    feed = contract.feeds(spec, x.numpy(), masks)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -1,21 +1,24 @@
 """p2p-export: checkpoint → model.onnx (masks as inputs, spec inside) [→ model.engine]."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
-
+from p2p.runtime.cli_errors import user_errors
+from p2p.runtime.errors import OutputError, UserError
 from p2p.runtime.spec import SpecError
+
+from .onnx_export import ExportError
+from .tensorrt_build import Shapes, TensorRTUnavailable, parse_nhw, parse_sizes
 
 EXAMPLES = """
 \b
 Examples:
-  p2p-export runs/facades -o model.onnx --verify
-  p2p-export runs/facades/checkpoint.pt -o model.onnx --fp16
-  p2p-export runs/facades -o model.onnx --trt --shapes 256x256,512x512 --batch 2
-  p2p-export runs/facades -o model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
-  p2p-export runs/facades -o model.int8.onnx --int8 --calib data/facades/val
+  p2p-export runs/facades --verify                       # writes runs/facades/model.onnx
+  p2p-export runs/facades/checkpoint.pt -o runs/facades/model.fp16.onnx --fp16
+  p2p-export runs/facades --trt --shapes 256x256,512x512 --batch 2
+  p2p-export runs/facades -o runs/facades/model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
+  p2p-export runs/facades -o runs/facades/model.int8.onnx --int8 --calib ../shared/data/facades/val
 \b
 The ONNX file takes `image` (N,C,H,W in [-1,1]) and one `dropout_mask_k` input
 per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
@@ -25,9 +28,9 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("model.onnx"), show_default=True,
-              help="ONNX file to write; with --trt a name ending in .engine names the engine "
-                   "(the ONNX goes beside it).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="ONNX file to write (default: model.onnx beside the checkpoint, where p2p-live looks); with "
+                   "--trt a name ending in .engine names the engine (the ONNX goes beside it).")
 @click.option("--verify", is_flag=True,
               help="Compare ONNX Runtime with PyTorch (same masks, batch 1 and 2); fail above the tolerance.")
 @click.option("--fp16", is_flag=True,
@@ -56,11 +59,8 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
 
     RUN_OR_CHECKPOINT is a p2p-train --out folder or its checkpoint.pt.
     """
-    from p2p.training.checkpoint import CheckpointError, load_generator
-
-    from .onnx_export import ExportError, build_onnx, check_graph, check_writable, save_onnx, set_metadata
-    from .tensorrt_build import Shapes, TensorRTUnavailable, build_engine, parse_nhw, parse_sizes
-
+    if output is None:  # beside the checkpoint: runs/NAME/model.onnx is what p2p-live finds under ./runs
+        output = (run_or_checkpoint if run_or_checkpoint.is_dir() else run_or_checkpoint.parent) / "model.onnx"
     onnx_path, engine_path = _paths(output, trt)
     profile_given = [s is not None for s in (min_shape, opt_shape, max_shape)]
     if any(profile_given) and not all(profile_given):
@@ -73,96 +73,30 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
         raise click.UsageError("--int8 is for ONNX Runtime CPU; for TensorRT or GPUs use --fp16")
     if int8 != (calib is not None):
         raise click.UsageError("--int8 and --calib DIR go together")
-
     try:
-        generator, spec, _ = load_generator(run_or_checkpoint)
-        check_writable(onnx_path)
-        if trt:
-            check_writable(engine_path)
-            if shapes:
-                profile = Shapes.from_sizes(spec, parse_sizes(shapes), batch).check(spec)
-            elif min_shape:
-                profile = Shapes(parse_nhw(min_shape), parse_nhw(opt_shape), parse_nhw(max_shape)).check(spec)
-            else:
-                profile = Shapes.single(spec).check(spec)
-        if int8:
-            from .int8 import calibration_inputs
-            calibration_inputs(calib, spec, limit=1)  # a wrong folder fails now, not after the export
-
-        click.echo(f"exporting {spec.generator} generator (depth {spec.depth}, ngf {spec.ngf}, "
-                   f"{spec.dropout_blocks} dropout masks) to {onnx_path} ...")
-        model32 = build_onnx(generator, spec, norm=norm)
-        if int8:
-            _int8(generator, spec, model32, onnx_path, calib, verify)
-            return
-        model = model32
-        if fp16:
-            from .fp16 import to_fp16
-            model = to_fp16(model32)
-        set_metadata(model, spec, "fp16" if fp16 else "fp32")
-        check_graph(model, spec)
-        save_onnx(model, onnx_path)
-        _wrote(onnx_path, spec, "fp16" if fp16 else "fp32")
-        if verify:
-            _verify(onnx_path, generator)
-
-        if trt:
-            _build(onnx_path, engine_path, model32, spec, profile, fp16, timing_cache, workspace, build_engine)
-            click.echo(f"wrote {engine_path} and {engine_path.name}.json")
-    except TensorRTUnavailable as exc:
-        raise click.ClickException(f"{onnx_path} was written, but no engine: {exc}") from None
-    except (CheckpointError, SpecError, ExportError) as exc:
+        profile = None
+        if shapes:
+            profile = Shapes.from_sizes(parse_sizes(shapes), batch)
+        elif min_shape:
+            profile = Shapes(parse_nhw(min_shape), parse_nhw(opt_shape), parse_nhw(max_shape))
+    except SpecError as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:  # disk full, permissions changed mid-way
-        raise click.ClickException(f"{exc.filename or ''}: {exc.strerror or exc}") from None
 
+    # torch loads here, after the options parsed: --help and usage errors answer at once
+    from .exporter import export_checkpoint
 
-def _wrote(path: Path, spec, precision: str) -> None:
-    click.echo(f"wrote {path} ({precision}, {path.stat().st_size / 1e6:.1f} MB); "
-               f"inputs: image {_dims(spec.in_channels)}"
-               + "".join(f", {n} {_mask_dims(spec, k)}" for k, n in enumerate(spec.mask_names())))
-
-
-def _verify(path: Path, generator) -> None:
-    from .verify import verify_onnx
-
-    result = verify_onnx(path, generator)
-    for line in result.lines():
-        click.echo("  " + line)
-    result.check()
-
-
-def _int8(generator, spec, model32, onnx_path, calib, verify) -> None:
-    """Quantise from an fp32 file (verified against PyTorch if asked), then report what INT8 costs."""
-    from .int8 import compare, quantize_int8
-    from .onnx_export import save_onnx, set_metadata
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32_path = Path(tmp) / "model.fp32.onnx"
-        set_metadata(model32, spec, "fp32")
-        save_onnx(model32, fp32_path)
-        if verify:
-            _verify(fp32_path, generator)
-        _, feeds = quantize_int8(fp32_path, onnx_path, calib)
-        _wrote(onnx_path, spec, "int8")
-        r = compare(fp32_path, onnx_path, feeds)
-    click.echo(f"  int8 vs fp32 on {min(len(feeds), 4)} calibration frames: max abs diff {r['max_diff']:.3f}, "
-               f"mean {r['mean_diff']:.4f}; ONNX Runtime CPU {r['ms_fp32']:.1f} → {r['ms_int8']:.1f} ms/frame")
-
-
-def _build(onnx_path, engine_path, model32, spec, profile, fp16, timing_cache, workspace, build_engine):
-    """TensorRT 10 builds FP16 from an fp32 ONNX + flag; 11 needs the FP16 ONNX. Give it both."""
-    from .onnx_export import save_onnx, set_metadata
-
-    kwargs = dict(shapes=profile, fp16=fp16, timing_cache=timing_cache, workspace_gb=workspace,
-                  log=lambda m: click.echo(m))
-    if not fp16:
-        return build_engine(onnx_path, engine_path, **kwargs)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32_path = Path(tmp) / "model.fp32.onnx"
-        set_metadata(model32, spec, "fp32")
-        save_onnx(model32, fp32_path)
-        return build_engine(fp32_path, engine_path, fp16_onnx_path=onnx_path, **kwargs)
+    with user_errors():
+        try:
+            export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+                              verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
+                              shapes=profile, timing_cache=timing_cache, workspace_gb=workspace, log=click.echo)
+        except TensorRTUnavailable as exc:
+            raise ExportError(f"{onnx_path} was written, but no engine: {exc}") from exc
+        except OSError as exc:
+            if exc.filename is None or isinstance(exc, UserError):
+                raise
+            # a named file that cannot be written (disk full, permissions changed mid-way)
+            raise OutputError(f"{exc.filename}: {exc.strerror or exc}") from exc
 
 
 def _paths(output: Path, trt: bool) -> tuple[Path, Path]:
@@ -171,15 +105,6 @@ def _paths(output: Path, trt: bool) -> tuple[Path, Path]:
             raise click.UsageError(f"{output} is an engine name: add --trt (or write a .onnx file)")
         return output.with_suffix(".onnx"), output
     return output, output.with_suffix(".engine")
-
-
-def _dims(channels: int) -> str:
-    return f"(N,{channels},H,W)"
-
-
-def _mask_dims(spec, k: int) -> str:
-    scale = 2 ** (spec.depth - 1 - k)
-    return f"(N,{spec.encoder_channels()[spec.depth - 2 - k]},H/{scale},W/{scale})"
 
 
 if __name__ == "__main__":

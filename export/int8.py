@@ -13,22 +13,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
-
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from p2p.runtime import contract
+from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
 from p2p.runtime.spec import ModelSpec
 
-from .onnx_export import ExportError, check_graph, read_onnx_spec, save_onnx, set_metadata
-from .verify import feed, ort_session, random_masks
+from .onnx_export import ExportError, read_onnx_spec, write_model
+from .verify import ort_session
 
 QUANTISED_OPS = ["Conv", "ConvTranspose"]
 
 
 def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 0) -> list[dict]:
     """Up to ``limit`` frames from ``calib_dir`` as ORT feeds at the spec's size (raises ExportError if none)."""
-    import cv2
-
-    from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
-
     folder = Path(calib_dir)
     if not folder.is_dir():
         raise ExportError(f"--calib {folder}: not a folder of images")
@@ -47,14 +47,13 @@ def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 
             bgr = a if spec.direction == "AtoB" else b
         bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
         image = input_tensor(bgr, spec)[None]
-        feeds.append(feed(spec, image, random_masks(spec, 1, size, size, seed + i)))
+        masks = contract.draw_masks(spec, np.random.default_rng(seed + i), 1, size, size)
+        feeds.append(contract.feeds(spec, image, masks))
     return feeds
 
 
 def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32) -> tuple[Path, list[dict]]:
     """Write the INT8 model to ``out_path``; returns it and the calibration feeds (for comparisons)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     spec = read_onnx_spec(fp32_path)
     feeds = calibration_inputs(calib_dir, spec, limit)
@@ -75,27 +74,25 @@ def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32) -> tuple[P
             quantize_static(str(fp32_path), str(tmp_path), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=QUANTISED_OPS)
-            import onnx
             model = onnx.load(str(tmp_path))
     finally:
         root.setLevel(level)
-    set_metadata(model, spec, "int8")
-    check_graph(model, spec)
-    return save_onnx(model, out_path), feeds
+    return write_model(model, spec, "int8", out_path), feeds
 
 
 def compare(fp32_path, other_path, feeds, *, runs: int = 5, threads: int | None = None) -> dict:
     """Max and mean abs output difference of ``other_path`` from fp32, and ORT CPU ms/frame of each."""
     a, b = ort_session(fp32_path, threads), ort_session(other_path, threads)
-    diffs = [np.abs(a.run(["output"], f)[0] - b.run(["output"], f)[0]) for f in feeds[:4]]
+    out = [contract.OUTPUT]
+    diffs = [np.abs(a.run(out, f)[0] - b.run(out, f)[0]) for f in feeds[:4]]
     times = {"fp32": [], "int8": []}
     f = feeds[0]
     for sess in (a, b):
-        sess.run(["output"], f)  # warm-up
+        sess.run(out, f)  # warm-up
     for _ in range(runs):  # interleaved: background load hits both alike
         for key, sess in (("fp32", a), ("int8", b)):
             t = time.perf_counter()
-            sess.run(["output"], f)
+            sess.run(out, f)
             times[key].append((time.perf_counter() - t) * 1e3)
     return {"max_diff": float(max(d.max() for d in diffs)), "mean_diff": float(np.mean([d.mean() for d in diffs])),
             "ms_fp32": float(np.median(times["fp32"])), "ms_int8": float(np.median(times["int8"]))}

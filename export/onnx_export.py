@@ -1,13 +1,8 @@
-"""Generator → one self-contained ONNX file with mask inputs and the spec in its metadata.
+"""Generator → one self-contained ONNX file that keeps ``p2p.runtime.contract``.
 
-The contract other code relies on:
-
-- inputs ``image`` float32 (N, in_channels, H, W) in [-1, 1] and ``dropout_mask_k``
-  float32 ``spec.mask_shapes(N, H, W)[k]`` holding 0 or 1/(1−p) (all ones: noise off);
-- output ``output`` float32 (N, out_channels, H, W); N, H, W dynamic
-  (H, W multiples of ``spec.multiple``); FP16 files keep these fp32 inputs/outputs;
-- ``metadata_props``: ``p2p.spec`` (the spec as JSON) and ``p2p.precision``;
-- no Dropout, random or training-mode ops; weights inside the file.
+Inputs, output, mask shapes and metadata are the contract's; on top of it this file
+guarantees: N, H and W dynamic; FP16 files keep fp32 inputs and outputs; no Dropout,
+random or training-mode ops; the weights inside the file.
 
 torch is imported only where a graph is built, so ``read_onnx_spec`` and
 ``check_graph`` need nothing but ``onnx``.
@@ -23,19 +18,20 @@ import warnings
 from pathlib import Path
 
 import onnx
-from p2p.runtime.errors import first_line
+from p2p.runtime import contract
+from p2p.runtime.artifacts import read_onnx_metadata
+from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 
-META_SPEC = "p2p.spec"
-META_PRECISION = "p2p.precision"
-INPUT_NAME, OUTPUT_NAME = "image", "output"
+from .fp16 import to_fp16
+
 OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 8.6+ and ORT 1.14+ read it
 FORBIDDEN_OPS = frozenset({"Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal",
                            "RandomNormalLike", "Bernoulli", "Multinomial"})
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """Export or verification failed; the message says what and why."""
 
 
@@ -46,16 +42,19 @@ def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: s
     ``norm`` picks how batch statistics are written ("instance" or "reduce"; default: the faster).
     """
     model = build_onnx(generator, spec, norm=norm)
-    if fp16:
-        from .fp16 import to_fp16
-        model = to_fp16(model)
-    set_metadata(model, spec, "fp16" if fp16 else "fp32")
+    return write_model(to_fp16(model) if fp16 else model, spec, "fp16" if fp16 else "fp32", path)
+
+
+def write_model(model: onnx.ModelProto, spec: ModelSpec, precision: str, path) -> Path:
+    """Stamp the contract's metadata on ``model``, check the graph keeps the contract, and save it."""
+    set_metadata(model, spec, precision)
     check_graph(model, spec)
     return save_onnx(model, path)
 
 
 def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.ModelProto:
     """The fp32 ModelProto (no metadata yet), traced from a copy of ``generator``."""
+    # torch only here: reading and checking ONNX files must not need it
     import torch
     from torch.export import Dim
 
@@ -67,11 +66,13 @@ def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.M
     batch, height, width = 2, 2 * m, 2 * m
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(batch, spec.in_channels, height, width, generator=gen) * 2 - 1
-    masks = tuple(torch.ones(s) for s in spec.mask_shapes(batch, height, width))
+    masks = tuple(torch.ones(s) for s in contract.mask_shapes(spec, batch, height, width))
 
+    # H = multiple·hb and W = multiple·wb; mask k is mask_scale(k) times smaller than the frame
     n, hb, wb = Dim("batch", min=1), Dim("hb", min=1), Dim("wb", min=1)
     image_dims = {0: n, 2: m * hb, 3: m * wb}
-    mask_dims = tuple({0: n, 2: (2 ** (k + 1)) * hb, 3: (2 ** (k + 1)) * wb} for k in range(spec.dropout_blocks))
+    mask_dims = tuple({0: n, 2: m // contract.mask_scale(spec, k) * hb, 3: m // contract.mask_scale(spec, k) * wb}
+                      for k in range(spec.dropout_blocks))
     # matches forward(image, *masks); a model without dropout has no varargs entry at all
     dynamic = (image_dims, mask_dims) if mask_dims else (image_dims,)
     # torchvision-missing notices and progress lines are noise to a user
@@ -81,7 +82,7 @@ def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.M
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 wrapper, (image, *masks), dynamo=True, opset_version=OPSET, external_data=False,
-                input_names=[INPUT_NAME, *spec.mask_names()], output_names=[OUTPUT_NAME],
+                input_names=contract.input_names(spec), output_names=[contract.OUTPUT],
                 dynamic_shapes=dynamic, verbose=False)
     except Exception as exc:
         root = exc
@@ -95,7 +96,7 @@ def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.M
 
 def set_metadata(model: onnx.ModelProto, spec: ModelSpec, precision: str) -> None:
     props = {p.key: p.value for p in model.metadata_props}
-    props.update({META_SPEC: spec.to_json(), META_PRECISION: precision})
+    props.update(contract.metadata(spec, precision))
     del model.metadata_props[:]
     for key, value in props.items():
         model.metadata_props.add(key=key, value=value)
@@ -104,39 +105,22 @@ def set_metadata(model: onnx.ModelProto, spec: ModelSpec, precision: str) -> Non
 
 def read_onnx_spec(path) -> ModelSpec:
     """The model spec stored in an ONNX file's metadata (raises SpecError if absent or malformed)."""
-    return ModelSpec.from_json(_metadata(path, META_SPEC))
+    return read_onnx_metadata(path)[0]
 
 
 def read_onnx_precision(path) -> str:
-    return _metadata(path, META_PRECISION)
-
-
-def _metadata(path, key: str) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path} does not exist")
-    try:
-        # weights are not needed to read the metadata
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise SpecError(f"{path} is not a readable ONNX file: {str(exc)[:200]}") from None
-    for prop in model.metadata_props:
-        if prop.key == key:
-            return prop.value
-    raise SpecError(f"{path} has no '{key}' metadata: it was not written by p2p-export")
+    return read_onnx_metadata(path)[1]
 
 
 def check_graph(model: onnx.ModelProto, spec: ModelSpec | None = None) -> None:
     """Raise ExportError if the graph breaks the contract (random/training ops, wrong inputs)."""
     problems = [f"forbidden op {op}" for op in sorted(forbidden_ops(model))]
     if spec is not None:
-        names = [i.name for i in model.graph.input]
-        want = [INPUT_NAME, *spec.mask_names()]
-        if names != want:
-            problems.append(f"inputs are {names}, expected {want}")
-        outs = [o.name for o in model.graph.output]
-        if outs != [OUTPUT_NAME]:
-            problems.append(f"outputs are {outs}, expected ['{OUTPUT_NAME}']")
+        try:
+            contract.check_io(spec, [i.name for i in model.graph.input], [o.name for o in model.graph.output],
+                              "the graph")
+        except SpecError as exc:
+            problems.append(str(exc))
     if problems:
         raise ExportError("exported graph breaks the p2p ONNX contract: " + "; ".join(problems))
 

@@ -17,15 +17,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p.runtime.spec import ModelSpec, SpecError
-
+from p2p.runtime import contract
 from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
 from p2p.runtime.files import write_atomic
+from p2p.runtime.spec import ModelSpec, SpecError
+from p2p.runtime.trt_backend import MIN_TENSORRT, version_tuple
 
 from .onnx_export import ExportError, read_onnx_spec
 
 INSTALL_HINT = ("on Jetson use JetPack's TensorRT (sudo apt install python3-libnvinfer, and a venv made with "
-                "--system-site-packages); elsewhere pip install tensorrt (CUDA 13) or tensorrt-cu12 (CUDA 12)")
+                "--system-site-packages); elsewhere pip install 'p2p[gpu-cu12]' (CUDA 12) or 'p2p[gpu-cu13]' (CUDA 13)")
 
 
 class TensorRTUnavailable(ExportError):
@@ -42,7 +43,7 @@ class Shapes(ShapeLimits):
         return cls(s, s, s)
 
     @classmethod
-    def from_sizes(cls, spec: ModelSpec, sizes, max_batch: int = 1) -> "Shapes":
+    def from_sizes(cls, sizes, max_batch: int = 1) -> "Shapes":
         """Cover frame sizes [(H, W), ...]: opt at the first, min/max over all; batch 1..max_batch."""
         sizes = list(sizes)
         if not sizes:
@@ -50,7 +51,8 @@ class Shapes(ShapeLimits):
         hs, ws = [h for h, _ in sizes], [w for _, w in sizes]
         return cls((1, min(hs), min(ws)), (1, *sizes[0]), (max_batch, max(hs), max(ws)))
 
-    def check(self, spec: ModelSpec) -> "Shapes":
+    def validated(self, spec: ModelSpec) -> "Shapes":
+        """This profile, after checking that ``spec`` accepts every shape in it (SpecError otherwise)."""
         for name, (n, h, w) in (("min", self.min), ("opt", self.opt), ("max", self.max)):
             if n < 1:
                 raise SpecError(f"{name} batch must be ≥ 1, got {n}")
@@ -89,9 +91,12 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def import_tensorrt():
     """``tensorrt`` and a usable Builder, or TensorRTUnavailable saying what is missing."""
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional: only --trt needs it
     except ImportError as exc:
         raise TensorRTUnavailable(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from None
+    if version_tuple(trt.__version__) < MIN_TENSORRT:
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old to build p2p engines (8.5 or later; JetPack 6 "
+                                  "ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file with ONNX Runtime")
     logger = trt.Logger(trt.Logger.WARNING)
     try:
         builder = trt.Builder(logger)
@@ -124,12 +129,14 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     """
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     spec = read_onnx_spec(onnx_path)
-    shapes = (shapes or Shapes.single(spec)).check(spec)
+    shapes = (shapes or Shapes.single(spec)).validated(spec)
     trt, logger, builder = import_tensorrt()
     major = trt_major(trt)
 
     source = onnx_path
     network_flags = 0
+    if major < 10:  # TensorRT 8.x defaults to implicit batch, which the ONNX parser refuses
+        network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     if fp16 and major >= 11:
         if fp16_onnx_path is None:
             raise ExportError(f"TensorRT {trt.__version__} is strongly typed: FP16 needs the FP16 ONNX "
@@ -151,15 +158,12 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     if workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     profile = builder.create_optimization_profile()
-    by_name = {"image": lambda n, h, w: (n, spec.in_channels, h, w)}
-    for k, name in enumerate(spec.mask_names()):
-        by_name[name] = lambda n, h, w, k=k: spec.mask_shapes(n, h, w)[k]
+    low, opt, high = (contract.input_shapes(spec, *s) for s in (shapes.min, shapes.opt, shapes.max))
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    if sorted(inputs) != sorted(by_name):
-        raise ExportError(f"{source} has inputs {inputs}, expected {sorted(by_name)}")
+    if sorted(inputs) != sorted(low):
+        raise ExportError(f"{source} has inputs {inputs}, expected {sorted(low)}")
     for name in inputs:  # the image and every mask: a profile missing one fails the build
-        shape_of = by_name[name]
-        profile.set_shape(name, shape_of(*shapes.min), shape_of(*shapes.opt), shape_of(*shapes.max))
+        profile.set_shape(name, low[name], opt[name], high[name])
     config.add_optimization_profile(profile)
 
     precision = "fp32"

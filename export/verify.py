@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from p2p.runtime.spec import ModelSpec
+import onnxruntime as ort
+import torch
+from p2p.runtime import contract
 
 from .fp16 import FP16_TOLERANCE
-from .onnx_export import ExportError, read_onnx_precision, read_onnx_spec
+from .onnx_export import ExportError, read_onnx_metadata
 
 FP32_TOLERANCE = 1e-4
 
@@ -58,27 +59,13 @@ class VerifyResult:
         return self
 
 
-def random_masks(spec: ModelSpec, batch: int, height: int, width: int, seed: int) -> list[np.ndarray]:
-    """Masks of 0 or 1/(1−p), float32, in input order, drawn with numpy (no torch needed)."""
-    rng = np.random.default_rng(seed)
-    keep = 1.0 - spec.dropout_p
-    return [((rng.random(s) < keep) / keep).astype(np.float32)
-            for s in spec.mask_shapes(batch, height, width)]
-
-
-def ort_session(path, threads: int | None = None):
-    import onnxruntime as ort
-
+def ort_session(path, threads: int | None = None) -> ort.InferenceSession:
+    """A plain CPU session: the reference every check compares against."""
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def feed(spec: ModelSpec, image: np.ndarray, masks) -> dict:
-    return {"image": np.ascontiguousarray(image, np.float32),
-            **{name: np.ascontiguousarray(m, np.float32) for name, m in zip(spec.mask_names(), masks)}}
 
 
 def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float | None = None,
@@ -88,11 +75,8 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
     ``sizes``: (height, width) pairs, default the spec's training size. The
     tolerance defaults to 1e-4 for fp32 files and ``FP16_TOLERANCE`` for fp16.
     """
-    import torch
-
     path = Path(path)
-    spec = read_onnx_spec(path)
-    precision = read_onnx_precision(path)
+    spec, precision = read_onnx_metadata(path)
     result = VerifyResult(precision, tolerance if tolerance is not None else tolerance_for(precision))
     sizes = list(sizes or [(spec.image_size, spec.image_size)])
     net = copy.deepcopy(generator).cpu().float().train()
@@ -100,12 +84,15 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
     rng = np.random.default_rng(seed)
 
     def ort_run(image, masks):
-        return sess.run(["output"], feed(spec, image, masks))[0]
+        return sess.run([contract.OUTPUT], contract.feeds(spec, image, masks))[0]
+
+    def masks_for(batch, height, width, seed):
+        return contract.draw_masks(spec, np.random.default_rng(seed), batch, height, width)
 
     for i, (height, width) in enumerate(sizes):
         for batch in batches:
             image = rng.uniform(-1, 1, (batch, spec.in_channels, height, width)).astype(np.float32)
-            masks = random_masks(spec, batch, height, width, seed + 1000 * i + batch)
+            masks = masks_for(batch, height, width, seed + 1000 * i + batch)
             with torch.no_grad():
                 ref = net(torch.from_numpy(image), [torch.from_numpy(m) for m in masks]).numpy()
             out = ort_run(image, masks)
@@ -116,10 +103,10 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
     # repeatability and the noise, at the first size and batch 1
     height, width = sizes[0]
     image = rng.uniform(-1, 1, (1, spec.in_channels, height, width)).astype(np.float32)
-    masks = random_masks(spec, 1, height, width, seed)
+    masks = masks_for(1, height, width, seed)
     first = ort_run(image, masks)
     result.repeatable = bool(np.array_equal(first, ort_run(image, masks)))
     if spec.dropout_blocks and spec.dropout_p > 0:
-        other = ort_run(image, random_masks(spec, 1, height, width, seed + 1))
+        other = ort_run(image, masks_for(1, height, width, seed + 1))
         result.masks_matter = bool(np.abs(other - first).max() > 0)
     return result

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from . import contract
+from .errors import UserError, first_line
 from .spec import ModelSpec, SpecError
 
 MODEL_SUFFIXES = (".onnx", ".engine")
 DEMO_MODEL = "demo/demo.onnx"  # package data of p2p.runtime
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A model file that cannot be used: missing, of an unknown kind, corrupt, or not from p2p-export."""
 
 
@@ -87,6 +89,24 @@ def read_engine_meta(engine: Path) -> EngineMeta:
         return EngineMeta(spec, shapes, str(data.get("precision", "fp32")), str(version) if version else None)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # SpecError is a ValueError
         raise ArtifactError(f"{meta}: not a valid p2p engine description ({exc})") from None
+
+
+def read_onnx_metadata(path) -> tuple[ModelSpec, str]:
+    """(spec, precision) from an ONNX file written by p2p-export, without running it; SpecError otherwise.
+
+    Needs the ``onnx`` package (ImportError without it): export always has it, a lean runtime
+    install may not, and only uses this where it can do without.
+    """
+    import onnx  # optional on the runtime side (see above)
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path} does not exist")
+    try:
+        model = onnx.load(str(path), load_external_data=False)  # weights are not needed for the metadata
+    except Exception as exc:
+        raise SpecError(f"{path} is not a readable ONNX file: {first_line(exc, 200)}") from None
+    return contract.read_metadata({p.key: p.value for p in model.metadata_props}, str(path))
 
 
 def demo_model() -> Path | None:

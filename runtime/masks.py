@@ -1,7 +1,7 @@
 """Dropout masks: pix2pix's noise, drawn here and fed to the exported graph as inputs.
 
-Each mask holds 0 or 1/(1−p) (inverted dropout, as PyTorch's train-mode dropout and
-``p2p.training.models.draw_mask``: keep where a uniform draw is ≥ p). Noise modes:
+Each mask holds 0 or 1/(1−p), drawn by ``contract.draw_masks`` (the rule training
+uses too). Noise modes:
 
 - ``per-frame``: a fresh draw for every call: the paper's test-time behaviour;
 - ``fixed``: one seeded draw per frame size for the whole session, shared by every
@@ -14,6 +14,7 @@ import secrets
 
 import numpy as np
 
+from . import contract
 from .spec import ModelSpec
 
 NOISE_MODES = ("per-frame", "fixed", "off")
@@ -46,25 +47,17 @@ class MaskSampler:
         return self.mode
 
     def __call__(self, batch: int, height: int, width: int) -> list[np.ndarray]:
-        shapes = self.spec.mask_shapes(batch, height, width)
-        if not shapes:
-            return []
         if self.mode == "per-frame":
-            return [self._draw(self._rng, s) for s in shapes]
+            return contract.draw_masks(self.spec, self._rng, batch, height, width)
         key = (self.mode, batch, height, width)
         if key not in self._cache:  # cached: fixed and off cost nothing per frame
             if self.mode == "off":
-                masks = [np.ones(s, np.float32) for s in shapes]
+                masks = contract.ones_masks(self.spec, batch, height, width)
             else:
                 # One draw per size from (seed, H, W): the same masks whatever came before,
                 # repeated over the batch so identical frames give identical outputs.
                 rng = np.random.default_rng([self.seed, height, width])
-                masks = [np.ascontiguousarray(np.repeat(self._draw(rng, (1, *s[1:])), batch, axis=0))
-                         for s in shapes]
+                masks = [np.ascontiguousarray(np.repeat(m, batch, axis=0))
+                         for m in contract.draw_masks(self.spec, rng, 1, height, width)]
             self._cache[key] = masks
         return self._cache[key]
-
-    def _draw(self, rng: np.random.Generator, shape) -> np.ndarray:
-        p = self.spec.dropout_p
-        keep = rng.random(shape, dtype=np.float32) >= p
-        return keep.astype(np.float32) * np.float32(1.0 / (1.0 - p))

@@ -7,16 +7,21 @@ into a preallocated output buffer (no per-frame output allocation or copy).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from .artifacts import ArtifactError
-from .errors import first_line
-from .spec import ModelSpec, SpecError
+try:
+    import onnxruntime as ort
+except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said when a model is opened
+    ort = None
 
-META_SPEC, META_PRECISION = "p2p.spec", "p2p.precision"
-INPUT_NAME, OUTPUT_NAME = "image", "output"
+from . import contract
+from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
+from .errors import BackendUnavailable, first_line
+from .spec import ModelSpec, SpecError
 
 # backend name → ONNX Runtime provider, best first
 PROVIDERS = {
@@ -26,132 +31,194 @@ PROVIDERS = {
 }
 
 
-class BackendUnavailable(RuntimeError):
-    """The backend asked for is not installed or has no device here; the message says what to install."""
-
-
 def cache_dir() -> Path:
     """Where the TensorRT provider keeps built engines and timing caches between runs."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "p2p" / "ort-tensorrt"
 
 
+NO_ORT = ("ONNX Runtime is not installed: pip install 'p2p[cpu]' (or 'p2p[gpu-cu12]' / 'p2p[gpu-cu13]' for "
+          "onnxruntime-gpu; never both)")
+
+
+def present_providers() -> list[str]:
+    """The providers the installed onnxruntime build contains (not all of them may start here)."""
+    if ort is None:
+        raise BackendUnavailable(NO_ORT)
+    return ort.get_available_providers()
+
+
 def available(name: str) -> bool:
-    import onnxruntime as ort
-    return PROVIDERS[name] in ort.get_available_providers()
+    return ort is not None and PROVIDERS[name] in ort.get_available_providers()
+
+
+# What each GPU provider needs, for the message when it is in the build but cannot start.
+NEEDS = {
+    "ort-tensorrt": "the TensorRT 10 libraries (libnvinfer.so.10) for the CUDA that onnxruntime-gpu was built for, "
+                    "and a CUDA GPU",
+    "ort-cuda": "a CUDA GPU and driver, and the CUDA and cuDNN 9 libraries onnxruntime-gpu was built for "
+                "(pip install 'onnxruntime-gpu[cuda,cudnn]' brings them; 1.27 and later want CUDA 13, driver ≥ 580)",
+}
+
+
+# What a session asks for, best first: nodes a provider cannot take go to the next one.
+CHAINS = {"ort-tensorrt": ("ort-tensorrt", "ort-cuda", "ort-cpu"), "ort-cuda": ("ort-cuda", "ort-cpu"),
+          "ort-cpu": ("ort-cpu",)}
 
 
 class OrtBackend:
-    """Runs a p2p ONNX file. ``provider``: "auto" (best present) or one of ``PROVIDERS``."""
+    """Runs a p2p ONNX file. ``provider``: "auto" (the best that really starts here) or one of ``PROVIDERS``.
+
+    ``get_available_providers()`` lists what the installed build contains, not what works:
+    onnxruntime-gpu without a usable GPU quietly builds a CPU session. So every session's
+    ``get_providers()[0]`` is checked: an explicit request that did not start is an error
+    naming what is missing, and "auto" reports the provider that really runs (``skipped``
+    says which better ones did not start, and why).
+
+    ``profile``: the (N, H, W) range frames will have, for the TensorRT provider's
+    optimisation profile (one engine for the range instead of one per frame size); a
+    function of the spec, or None for the training size.
+    """
 
     def __init__(self, path: Path, provider: str = "auto", *, threads: int | None = None,
-                 optimization: str = "all", spinning: bool = True, trt_cache: Path | None = None):
-        import onnxruntime as ort
-
+                 optimization: str = "all", spinning: bool = True, trt_cache: Path | None = None,
+                 profile: ShapeLimits | Callable[[ModelSpec], ShapeLimits] | None = None):
         self.path = Path(path)
-        present = ort.get_available_providers()
+        present = present_providers()
         if provider == "auto":
-            wanted = [n for n in PROVIDERS if PROVIDERS[n] in present]
+            candidates = [n for n in PROVIDERS if PROVIDERS[n] in present]
+        elif PROVIDERS[provider] not in present:
+            raise BackendUnavailable(
+                f"backend {provider} needs ONNX Runtime's {PROVIDERS[provider]}, but the installed "
+                f"onnxruntime has only {', '.join(present)}: install onnxruntime-gpu instead of "
+                "onnxruntime (never both), or pick another --backend")
         else:
-            if PROVIDERS[provider] not in present:
+            candidates = [provider]
+        self.skipped: list[str] = []
+        settings = _Settings(threads, optimization, spinning, trt_cache, profile)
+        for name in candidates:
+            try:
+                session = self._open(name, settings)
+            except _StartFailure as exc:
+                if name == "ort-cpu":
+                    raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
+                                        f"ONNX model?): {exc}") from None
+                if provider != "auto":
+                    raise BackendUnavailable(f"backend {name} could not start ({exc}): it needs {NEEDS[name]}; "
+                                             "or pick --backend ort-cpu") from None
+                self.skipped.append(f"{name}: {exc}")
+                continue
+            used = session.get_providers()[0]
+            if used == PROVIDERS[name]:
+                break
+            if provider == "auto" and used in (PROVIDERS[c] for c in candidates):
+                # e.g. a TensorRT session that started on CUDA is a CUDA session, and says so
+                started = session.get_providers()
+                self.skipped += [f"{n}: did not start (the session runs on {used})" for n in CHAINS[name]
+                                 if PROVIDERS[n] not in started]
+                break
+            if provider != "auto":
                 raise BackendUnavailable(
-                    f"backend {provider} needs ONNX Runtime's {PROVIDERS[provider]}, but the installed "
-                    f"onnxruntime has only {', '.join(present)}: install onnxruntime-gpu instead of "
-                    "onnxruntime (never both), or pick another --backend")
-            # fall back to the CPU for any node the provider cannot take
-            wanted = [provider] + (["ort-cpu"] if provider != "ort-cpu" else [])
-        self._ort = ort
-        self.session = self._open(wanted, threads, optimization, spinning, trt_cache)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if META_SPEC not in meta:
-            raise ArtifactError(f"{self.path} is an ONNX model but not a p2p one (no {META_SPEC} metadata): "
-                                "export it with p2p-export")
+                    f"backend {name} asked for, but ONNX Runtime could not start its {PROVIDERS[name]} (the session "
+                    f"would run on {used}): it needs {NEEDS[name]}; ONNX Runtime's log above says which part is "
+                    "missing; or pick --backend ort-cpu")
+            self.skipped.append(f"{name}: did not start (the session would run on {used})")
+        self.session = session
+        self.name = next(n for n, p in PROVIDERS.items() if p == used)
         try:
-            self.spec = ModelSpec.from_json(meta[META_SPEC])
+            self.spec, self.precision = contract.read_metadata(self.session.get_modelmeta().custom_metadata_map,
+                                                               str(self.path))
+            contract.check_io(self.spec, [i.name for i in self.session.get_inputs()],
+                              [o.name for o in self.session.get_outputs()], str(self.path))
         except SpecError as exc:
-            raise ArtifactError(f"{self.path}: {exc}") from None
-        self.precision = meta.get(META_PRECISION, "fp32")
-        self._check_io()
-        used = self.session.get_providers()[0]
-        self.name = next((n for n, p in PROVIDERS.items() if p == used), used)
+            raise ArtifactError(str(exc)) from None
+        self.mask_names = contract.mask_names(self.spec)
         # GPU providers copy inputs to the device themselves; the output comes back into _out.
         self._binding = self.session.io_binding()
         self._out: np.ndarray | None = None
         self.limits = None  # any multiple of spec.multiple works
 
-    def _open(self, wanted, threads, optimization, spinning, trt_cache):
-        ort = self._ort
+    def _open(self, name: str, settings: "_Settings") -> ort.InferenceSession:
+        """A session that asks for ``name`` first (what it really got is checked by the caller)."""
         opts = ort.SessionOptions()
         opts.graph_optimization_level = {
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,  # incl. the NCHWc layout for CPU convolutions
-        }[optimization]
+        }[settings.optimization]
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one chain of convolutions: no branch parallelism
-        if threads:
-            opts.intra_op_num_threads = int(threads)  # default (0): one per physical core
+        if settings.threads:
+            opts.intra_op_num_threads = int(settings.threads)  # default (0): one per physical core
         opts.inter_op_num_threads = 1
         # Flush denormals: tiny activations otherwise slow x86 FP units by orders of magnitude.
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         # Spinning threads cut latency but eat the cores that decode/encode threads need.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
         opts.log_severity_level = 3  # errors only: provider fallbacks are reported by name instead
-        providers = []
-        for name in wanted:
-            if name == "ort-tensorrt":
-                cache = Path(trt_cache or cache_dir())
-                cache.mkdir(parents=True, exist_ok=True)
-                providers.append((PROVIDERS[name], {
-                    "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                    "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache),
-                    # fp16 models ask for fp16 kernels; fp32 ones keep fp32 numerics
-                    "trt_fp16_enable": self._fp16_hint(),
-                }))
-            elif name == "ort-cuda":
-                # TF32 convolutions drift ~1e-3 from fp32; keep the numerics the other backends have
-                providers.append((PROVIDERS[name], {"use_tf32": "0"}))
-            else:
-                providers.append(PROVIDERS[name])
+        providers = [self._provider(n, settings) for n in CHAINS[name]]
         try:
-            return ort.InferenceSession(str(self.path), opts, providers=providers)
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... classes
-            raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
-                                f"ONNX model?): {first_line(exc)}") from None
+            # enable_fallback=0: no silent retry on the CPU with the provider options dropped (and no
+            # banner on stdout): the caller decides what a provider that cannot start means
+            return ort.InferenceSession(str(self.path), opts, providers=providers, enable_fallback=0)
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/EPFail/... classes
+            raise _StartFailure(first_line(exc)) from None
 
-    def _fp16_hint(self) -> bool:
-        # read before the session exists: the spec is not known yet; the file name is not trusted,
-        # so ask onnx only for the metadata when the package is there
-        try:
-            import onnx
-            model = onnx.load(str(self.path), load_external_data=False)
-            return any(p.key == META_PRECISION and p.value == "fp16" for p in model.metadata_props)
-        except Exception:
-            return False
+    def _provider(self, name: str, settings: "_Settings"):
+        """ONNX Runtime's provider entry for ``name``: its name, with options where it takes some."""
+        if name == "ort-tensorrt":
+            return self._tensorrt_provider(settings)
+        if name == "ort-cuda":
+            # TF32 convolutions drift ~1e-3 from fp32; keep the numerics the other backends have
+            return PROVIDERS[name], {"use_tf32": "0"}
+        return PROVIDERS[name]
 
-    def _check_io(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        want = [INPUT_NAME, *self.spec.mask_names()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != want or outputs != [OUTPUT_NAME]:
-            raise ArtifactError(f"{self.path}: inputs {inputs} / outputs {outputs} do not match its spec "
-                                f"(expected {want} / ['{OUTPUT_NAME}']): re-export it with p2p-export")
-        self.mask_names = want[1:]
+    def _tensorrt_provider(self, settings: "_Settings") -> tuple[str, dict]:
+        """The TensorRT provider with engine and timing caches, and an optimisation profile over every input."""
+        cache = Path(settings.trt_cache or cache_dir())
+        cache.mkdir(parents=True, exist_ok=True)
+        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                   "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+        try:  # the spec before the session exists, for the profile (the onnx package may be absent on a Jetson)
+            spec, precision = read_onnx_metadata(self.path)
+        except (ImportError, SpecError):  # without it TensorRT makes its own profiles; the session checks the file
+            spec = None
+        if spec is not None:
+            options["trt_fp16_enable"] = precision == "fp16"  # fp32 models keep fp32 numerics
+            limits = settings.profile(spec) if callable(settings.profile) else settings.profile
+            limits = limits or ShapeLimits(*[(1, spec.image_size, spec.image_size)] * 3)
+            for key, shape in zip(("min", "opt", "max"), (limits.min, limits.opt, limits.max)):
+                # "image:1x3x256x256,dropout_mask_0:1x512x2x2,...": every dynamic input needs one
+                options[f"trt_profile_{key}_shapes"] = ",".join(
+                    f"{n}:{'x'.join(map(str, dims))}" for n, dims in contract.input_shapes(spec, *shape).items())
+        return PROVIDERS["ort-tensorrt"], options
 
     def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         """(N, C, H, W) float32 → (N, out_channels, H, W) float32, valid until the next run."""
         n, _, h, w = image.shape
         b = self._binding
-        b.bind_cpu_input(INPUT_NAME, image)
+        b.bind_cpu_input(contract.INPUT, image)
         for name, mask in zip(self.mask_names, masks):
             b.bind_cpu_input(name, mask)
-        shape = (n, self.spec.out_channels, h, w)
+        shape = contract.output_shape(self.spec, n, h, w)
         if self._out is None or self._out.shape != shape:
             self._out = np.empty(shape, np.float32)
             b.clear_binding_outputs()
-            b.bind_output(OUTPUT_NAME, "cpu", 0, np.float32, list(shape), self._out.ctypes.data)
+            b.bind_output(contract.OUTPUT, "cpu", 0, np.float32, list(shape), self._out.ctypes.data)
         self.session.run_with_iobinding(b)
         return self._out
 
     def close(self) -> None:
         self._binding = None
         self.session = None
+
+class _StartFailure(Exception):
+    """ONNX Runtime raised while creating a session (its message's first line)."""
+
+
+@dataclass(frozen=True)
+class _Settings:
+    threads: int | None
+    optimization: str
+    spinning: bool
+    trt_cache: Path | None
+    profile: ShapeLimits | Callable[[ModelSpec], ShapeLimits] | None

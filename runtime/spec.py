@@ -3,7 +3,8 @@
 A small, torch-free, JSON-serialisable description of a generator and of the
 frames it expects. It travels inside the checkpoint, inside the ONNX file's
 metadata_props and beside a TensorRT engine, so nobody repeats a training flag
-at export or run time.
+at export or run time. What an exported graph's inputs are called and shaped
+(the dropout masks) follows from it in ``contract``.
 """
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from .errors import UserError
+
 SPEC_FORMAT = 1
 GENERATORS = ("unet", "encdec")
 TASKS = ("paired", "edges", "colorize")
 DIRECTIONS = ("AtoB", "BtoA")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A spec that is malformed, from a newer format, or does not fit a frame."""
 
 
@@ -76,22 +79,6 @@ class ModelSpec:
     def encoder_channels(self) -> list[int]:
         """Output channels of encoder layer i (i = 0 is the outermost)."""
         return [self.ngf * min(2 ** i, 8) for i in range(self.depth)]
-
-    def mask_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        """Shapes of the dropout masks for a batch of frames of this size, in input order."""
-        self.check_size(height, width)
-        enc = self.encoder_channels()
-        shapes = []
-        for k in range(self.dropout_blocks):
-            # decoder block k after the bottleneck outputs the channels of encoder
-            # layer depth-2-k at 2^(k+1) times the bottleneck's resolution
-            level = self.depth - 2 - k
-            scale = 2 ** (level + 1)
-            shapes.append((batch, enc[level], height // scale, width // scale))
-        return shapes
-
-    def mask_names(self) -> list[str]:
-        return [f"dropout_mask_{k}" for k in range(self.dropout_blocks)]
 
     def check_size(self, height: int, width: int) -> None:
         m = self.multiple

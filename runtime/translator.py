@@ -19,7 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .artifacts import ShapeError
+from . import contract
+from .artifacts import ShapeError, ShapeLimits
 from .backends import open_backend
 from .images import input_tensor, output_to_bgr, to_bgr8
 from .masks import NOISE_MODES, MaskSampler
@@ -63,6 +64,36 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
+def fit_box(spec: ModelSpec, size, fit: str, limits: ShapeLimits | None) -> tuple[int, int]:
+    """The (width, height) box frames are fitted into: ``size`` (N or (W, H)), else the model's own."""
+    if size is None:
+        if limits is not None and not limits.covers(1, spec.image_size, spec.image_size):
+            return limits.opt[2], limits.opt[1]  # an engine built for another size: use its optimum
+        return spec.image_size, spec.image_size
+    bw, bh = (size, size) if isinstance(size, int) else size
+    m = spec.multiple
+    if fit == "resize" and (bw % m or bh % m):
+        raise ShapeError(f"--size {bw}x{bh} does not suit this model: with --fit resize width and height "
+                         f"must be multiples of {m} (e.g. --size {max(m, round(bw / m) * m)}x"
+                         f"{max(m, round(bh / m) * m)}), or use --fit pad")
+    if bw < m or bh < m:
+        raise ShapeError(f"--size {bw}x{bh} is too small for this model: at least {m}x{m}")
+    return bw, bh
+
+
+def frame_range(spec: ModelSpec, box: tuple[int, int], fit: str) -> ShapeLimits:
+    """The (N, H, W) range of model inputs for frames fitted into ``box``, one frame at a time.
+
+    resize: exactly the box; pad: any multiple of ``spec.multiple`` up to the box rounded up.
+    """
+    bw, bh = box
+    if fit == "resize":
+        return ShapeLimits((1, bh, bw), (1, bh, bw), (1, bh, bw))
+    m = spec.multiple
+    top = (1, math.ceil(bh / m) * m, math.ceil(bw / m) * m)
+    return ShapeLimits((1, m, m), top, top)
+
+
 class Translator:
     """Open a p2p model (``.onnx`` or ``.engine``) and translate frames with it.
 
@@ -77,11 +108,14 @@ class Translator:
         if fit not in FIT_MODES:
             raise ValueError(f"unknown fit {fit!r}; expected one of {', '.join(FIT_MODES)}")
         self.path = Path(model)
-        self.backend = open_backend(self.path, backend, **backend_options)
+        self.fit = fit
+        size = parse_size(size)
+        # the frame sizes this translator will run, for backends that prepare for a range (TensorRT provider)
+        profile = lambda spec: frame_range(spec, fit_box(spec, size, fit, None), fit)  # noqa: E731
+        self.backend = open_backend(self.path, backend, profile=profile, **backend_options)
         self.spec: ModelSpec = self.backend.spec
         self.sampler = MaskSampler(self.spec, noise, seed)
-        self.fit = fit
-        self.box = self._box(parse_size(size))
+        self.box = fit_box(self.spec, size, fit, self.backend.limits)
         self.last_masks: list[np.ndarray] = []
         self._plans: dict[tuple[int, int], Placement] = {}
 
@@ -104,23 +138,6 @@ class Translator:
 
     def describe(self) -> str:
         return f"{self.backend_name} | noise {self.noise}"
-
-    def _box(self, size) -> tuple[int, int]:
-        """The (width, height) box frames are fitted into."""
-        if size is None:
-            limits = self.backend.limits
-            if limits is not None and not limits.covers(1, self.spec.image_size, self.spec.image_size):
-                return limits.opt[2], limits.opt[1]  # an engine built for another size: use its optimum
-            return self.spec.image_size, self.spec.image_size
-        bw, bh = (size, size) if isinstance(size, int) else size
-        m = self.spec.multiple
-        if self.fit == "resize" and (bw % m or bh % m):
-            raise ShapeError(f"--size {bw}x{bh} does not suit this model: with --fit resize width and height "
-                             f"must be multiples of {m} (e.g. --size {max(m, round(bw / m) * m)}x"
-                             f"{max(m, round(bh / m) * m)}), or use --fit pad")
-        if bw < m or bh < m:
-            raise ShapeError(f"--size {bw}x{bh} is too small for this model: at least {m}x{m}")
-        return bw, bh
 
     def placement(self, h: int, w: int) -> Placement:
         """How a frame of h×w maps onto the model input (cached per frame size)."""
@@ -196,7 +213,7 @@ class Translator:
             masks = self.sampler(n, h, w)
         else:
             masks = [np.ascontiguousarray(m, dtype=np.float32) for m in masks]
-            want = self.spec.mask_shapes(n, h, w)
+            want = contract.mask_shapes(self.spec, n, h, w)
             if [m.shape for m in masks] != want:
                 raise ShapeError(f"masks of shapes {[m.shape for m in masks]} given; this input needs {want}")
         self.last_masks = masks

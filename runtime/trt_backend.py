@@ -1,9 +1,10 @@
-"""Native TensorRT backend: a p2p engine run with the TensorRT 10 Python API and cuda-python.
+"""Native TensorRT backend: a p2p engine run with TensorRT's named-tensor Python API and cuda-python.
 
-No torch: device memory comes from cuda-python (``cuda.bindings.runtime``). Device
-and pinned host buffers are allocated and bound to the execution context once per
-frame size (again only if a larger size arrives), and everything runs on one CUDA
-stream: copy in → ``execute_async_v3`` → copy out → synchronise.
+TensorRT 8.5 and later (JetPack 6.0 ships 8.6, 6.1/6.2 ship 10.3; desktops 10 or 11). No
+torch: device memory comes from cuda-python (``cuda.bindings.runtime``, or ``cuda.cudart``
+in cuda-python before 12.6.2). Device and pinned host buffers are allocated and bound to
+the execution context once per frame size (again only if a larger size arrives), and
+everything runs on one CUDA stream: copy in → ``execute_async_v3`` → copy out → synchronise.
 """
 from __future__ import annotations
 
@@ -12,33 +13,74 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contract
 from .artifacts import ArtifactError, ShapeError, read_engine_meta
-from .ort_backend import INPUT_NAME, OUTPUT_NAME, BackendUnavailable
+from .errors import BackendUnavailable
+from .spec import SpecError
 
-INSTALL_HINT = ("pip install 'p2p[gpu]' (tensorrt and cuda-python) on a CUDA machine; on Jetson use "
-                "JetPack's TensorRT (python3-libnvinfer) in a venv made with --system-site-packages")
+INSTALL_HINT = ("pip install 'p2p[gpu-cu12]' (CUDA 12, driver ≥ 525) or 'p2p[gpu-cu13]' (CUDA 13, driver ≥ 580) "
+                "on a CUDA machine; on Jetson use JetPack's TensorRT (python3-libnvinfer) in a venv made with "
+                "--system-site-packages")
+MIN_TENSORRT = (8, 5)  # the named-tensor API (set_input_shape, execute_async_v3) starts there
+
+# numpy types of TensorRT's data types, by name (trt.nptype before 8.5.3 breaks on numpy ≥ 1.24)
+NUMPY_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT8": np.int8, "UINT8": np.uint8,
+               "BOOL": np.bool_, "INT64": np.int64}
 
 
 def _import():
     try:
-        import tensorrt as trt
+        import tensorrt as trt  # optional: only engines need it
     except ImportError as exc:
         raise BackendUnavailable(f"native TensorRT backend: the tensorrt package is missing ({exc}): "
                                  f"{INSTALL_HINT}") from None
+    if version_tuple(trt.__version__) < MIN_TENSORRT:
+        raise BackendUnavailable(f"TensorRT {trt.__version__} is too old for p2p's engines (8.5 or later; JetPack 6 "
+                                 "ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file instead")
     try:
-        from cuda.bindings import runtime as cudart
-    except ImportError as exc:
-        raise BackendUnavailable(f"native TensorRT backend: cuda-python ≥ 12.6 is missing ({exc}): "
-                                 f"{INSTALL_HINT}") from None
+        from cuda.bindings import runtime as cudart  # cuda-python ≥ 12.6.2
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python (e.g. the 12.2 that matches JetPack 6.0)
+        except ImportError as exc:
+            raise BackendUnavailable(f"native TensorRT backend: cuda-python is missing ({exc}): "
+                                     f"{INSTALL_HINT}") from None
     return trt, cudart
 
 
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+
+def cuda_problem(cudart) -> str | None:
+    """Why no CUDA device can be used here, in one line; None when one can."""
+    err, count = cudart.cudaGetDeviceCount()
+    codes = cudart.cudaError_t
+    if err == codes.cudaSuccess and count:
+        return None
+    if err in (codes.cudaErrorInsufficientDriver, getattr(codes, "cudaErrorCallRequiresNewerDriver", None)):
+        _, driver = cudart.cudaDriverGetVersion()
+        _, runtime = cudart.cudaRuntimeGetVersion()
+        return (f"the NVIDIA driver (CUDA {_cuda_version(driver)}) is older than this cuda-python needs (CUDA "
+                f"{_cuda_version(runtime)}): update the driver (CUDA 13 needs ≥ 580, CUDA 12 ≥ 525), or install "
+                "the packages for your driver's CUDA (pip install 'p2p[gpu-cu12]')")
+    if err in (codes.cudaSuccess, codes.cudaErrorNoDevice):
+        return ("no CUDA device is visible (CUDA_VISIBLE_DEVICES empty, or no NVIDIA GPU): use the .onnx model on "
+                "the CPU instead")
+    _, name = cudart.cudaGetErrorName(err)
+    return f"CUDA cannot start ({name.decode() if isinstance(name, bytes) else name}): check the driver (nvidia-smi)"
+
+
+def _cuda_version(number) -> str:
+    """cudaDriverGetVersion's 12060 → "12.6" (None or 0: no driver)."""
+    return f"{number // 1000}.{number % 1000 // 10}" if number else "none"
+
+
 def available() -> bool:
-    """tensorrt and cuda-python importable and a CUDA device visible."""
+    """tensorrt and cuda-python importable and a CUDA device usable."""
     try:
         _, cudart = _import()
-        err, count = cudart.cudaGetDeviceCount()
-        return err == cudart.cudaError_t.cudaSuccess and count > 0
+        return cuda_problem(cudart) is None
     except Exception:  # a broken driver install is "not available", not a crash
         return False
 
@@ -84,10 +126,9 @@ class TensorRTBackend:
         self.spec, self.limits, self.precision = meta.spec, meta.shapes, meta.precision
         trt, cudart = _import()
         self._trt, self._cuda = trt, _Cuda(cudart)
-        err, count = cudart.cudaGetDeviceCount()
-        if err != cudart.cudaError_t.cudaSuccess or count == 0:
-            raise BackendUnavailable("native TensorRT backend: no CUDA device is visible (driver missing, or "
-                                     "CUDA_VISIBLE_DEVICES empty); use the .onnx model on the CPU instead")
+        problem = cuda_problem(cudart)
+        if problem:
+            raise BackendUnavailable(f"native TensorRT backend: {problem}")
         self._cuda(cudart.cudaSetDevice(device))
         if meta.tensorrt_version and meta.tensorrt_version != trt.__version__:
             raise ArtifactError(f"{self.path} was built with TensorRT {meta.tensorrt_version}, this machine has "
@@ -104,12 +145,13 @@ class TensorRTBackend:
         self.context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        want = [INPUT_NAME, *self.spec.mask_names()]
-        if sorted(inputs) != sorted(want) or [n for n in names if n not in inputs] != [OUTPUT_NAME]:
-            raise ArtifactError(f"{self.path}: engine tensors {names} do not match its spec (expected inputs "
-                                f"{want} and output {OUTPUT_NAME}): rebuild it with p2p-export")
-        self.mask_names = want[1:]
-        self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        try:  # an engine lists its tensors in its own order
+            contract.check_io(self.spec, inputs, [n for n in names if n not in inputs], str(self.path),
+                              ordered=False)
+        except SpecError as exc:
+            raise ArtifactError(str(exc)) from None
+        self.input_names = contract.input_names(self.spec)
+        self._dtypes = {n: np.dtype(NUMPY_TYPES[engine.get_tensor_dtype(n).name]) for n in names}
         self._buffers: dict[str, _Buffer] = {}
         self._shape: tuple | None = None
         self._stream = self._cuda(cudart.cudaStreamCreate())
@@ -119,10 +161,10 @@ class TensorRTBackend:
 
     def _bind(self, shapes: dict[str, tuple]) -> None:
         """Set input shapes; (re)allocate and bind buffers only when a tensor outgrows its buffer."""
-        for name in [INPUT_NAME, *self.mask_names]:
+        for name in self.input_names:
             if not self.context.set_input_shape(name, shapes[name]):
                 raise ShapeError(f"TensorRT rejected input {name} of shape {shapes[name]}")
-        shapes[OUTPUT_NAME] = tuple(self.context.get_tensor_shape(OUTPUT_NAME))
+        shapes[contract.OUTPUT] = tuple(self.context.get_tensor_shape(contract.OUTPUT))
         for name, shape in shapes.items():
             nbytes = int(np.prod(shape)) * self._dtypes[name].itemsize
             buf = self._buffers.get(name)
@@ -136,7 +178,7 @@ class TensorRTBackend:
     def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         n, _, h, w = image.shape
         self.check_shape(n, h, w)
-        feeds = dict(zip([INPUT_NAME, *self.mask_names], [image, *masks]))
+        feeds = dict(zip(self.input_names, [image, *masks]))
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         if self._shape is None or any(self._shape[k] != s for k, s in shapes.items()):
             self._bind(shapes)
@@ -149,8 +191,8 @@ class TensorRTBackend:
             cuda(rt.cudaMemcpyAsync(buf.device, buf.host_ptr, staged.nbytes, h2d, stream))
         if not self.context.execute_async_v3(int(stream)):
             raise RuntimeError(f"TensorRT failed to run {self.path.name} (see the TensorRT log above)")
-        out = self._buffers[OUTPUT_NAME]
-        result = out.view(self._dtypes[OUTPUT_NAME], self._shape[OUTPUT_NAME])
+        out = self._buffers[contract.OUTPUT]
+        result = out.view(self._dtypes[contract.OUTPUT], self._shape[contract.OUTPUT])
         cuda(rt.cudaMemcpyAsync(out.host_ptr, out.device, result.nbytes, d2h, stream))
         cuda(rt.cudaStreamSynchronize(stream))
         return result if result.dtype == np.float32 else result.astype(np.float32)

@@ -25,7 +25,7 @@ def config(data, out, **kw) -> TrainConfig:
 
 def fixed_batch(trainer: Trainer, indices):
     items = [trainer.train_set[i] for i in indices]
-    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+    return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
 
 
 def no_dropout(trainer: Trainer) -> None:
@@ -112,7 +112,7 @@ def test_mixed_precision_step_keeps_losses_finite(tmp_path, dtype):
                             progress=False))
     t.amp_dtype = dtype  # on CUDA this is chosen from the card; here the same code path runs on CPU
     t.scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16)
-    x, y = next(iter(t.loader(0, 0)))
+    x, y, _ = next(iter(t.loader(0, 0)))
     for _ in range(2):
         losses = t.step(x, y)
     assert all(np.isfinite(v) for v in losses.values()), losses

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT, shared_data
-from p2p.training import metrics as M
-from p2p.training import segmenter as S
-from p2p.training.evaluate import main as eval_main
+from p2p.runtime import contract
+from p2p.evaluation import metrics as M
+from p2p.evaluation import segmenter as S
+from p2p.evaluation.cli import main as eval_main
 
 # the flags the CI notes prescribe for a sandboxed, offline headless Chromium
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -146,6 +148,43 @@ def test_onnx_and_checkpoint_agree(tiny_facades, tmp_path):
     assert (tmp_path / "onnx" / "index.html").stat().st_size > 1000
 
 
+def test_training_validation_l1_equals_p2p_eval_on_the_same_images_and_masks(tiny_facades, tmp_path):
+    """Training validates the way p2p-eval and the runtime translate: one image per batch, the same masks."""
+    r = tiny_facades  # validated at iteration 2 on the 4 val images (val_images 8 ≥ 4)
+    logged = [json.loads(line)["val_l1"] for line in (r / "run" / "log.jsonl").read_text().splitlines()
+              if "val_l1" in line][-1]
+    for model in (r / "run", r / "model.onnx"):  # the checkpoint, and what ships
+        code, output, out = run_eval(model, "--data", r / "data", "--noise", "per-frame", "--seed", "0", "-k", "1",
+                                     "--report", tmp_path / model.name)
+        assert code == 0, output
+        assert out["metrics"]["l1"] == pytest.approx(logged, abs=2e-6), (model, out["metrics"]["l1"], logged)
+
+
+def test_reports_are_named_after_model_and_data_and_never_replaced_silently(tiny_facades, tmp_path):
+    r = tiny_facades
+    other = tmp_path / "other-data"
+    shutil.copytree(r / "data", other)
+    runs = [run_eval(r / "model.onnx", "--data", data, "-k", "1", "--rows", "1") for data in (r / "data", other)]
+    assert all(code == 0 for code, _, _ in runs), runs
+    assert {Path(out["report"]).parent.name for _, _, out in runs} == {"model-eval-data-val", "model-eval-other-data-val"}
+    assert not any("replaced" in output for _, output, _ in runs)
+    code, output, out = run_eval(r / "model.onnx", "--data", other, "-k", "1", "--rows", "1")
+    assert code == 0 and "replaced the earlier report" in output and "other-data" in output
+
+
+def test_data_that_does_not_fit_the_model_is_said(tmp_path):
+    from test_runtime import export_tiny
+
+    edges_model, _ = export_tiny("edges", tmp_path)  # edges→photo, trained on single photos
+    code, output, out = run_eval(edges_model, "--data", shared_data("facades"), "--limit", "2", "-k", "1",
+                                 "--report", tmp_path / "report")
+    assert code == 0 and "looks like aligned A|B pairs" in output and "edges→photo" in output
+    assert out["warnings"] and "A|B" in out["warnings"][0]
+    code, output, out = run_eval(edges_model, "--data", shared_data("photos"), "--limit", "2", "-k", "1",
+                                 "--report", tmp_path / "report2")
+    assert code == 0 and "warning:" not in output and out["warnings"] == []
+
+
 def test_dropout_noise_is_measured_and_seeded(tiny_facades, tmp_path):
     r = tiny_facades
     args = ["--data", r / "data", "--noise", "per-frame", "-k", "3", "--seed", "5", "--rows", "0"]
@@ -194,14 +233,14 @@ def test_segmentation_score_in_report(tiny_facades, tmp_path):
 def test_colorisation_reports_histogram_intersection(tmp_path):
     """evaluate() with a stand-in colouriser that predicts no colour (ab = 0): grey outputs."""
     from p2p.runtime.spec import ModelSpec
-    from p2p.training.evaluate import evaluate
+    from p2p.evaluation.evaluate import evaluate
 
     class Grey:
         spec = ModelSpec.for_task("colorize", 64)
-        kind, backend = "stand-in", "numpy"
+        kind, backend, path = "stand-in", "numpy", Path("grey")
 
         def run(self, x, masks):
-            assert [m.shape for m in masks] == self.spec.mask_shapes(*x.shape[:1], *x.shape[2:])
+            assert [m.shape for m in masks] == contract.mask_shapes(self.spec, *x.shape[:1], *x.shape[2:])
             return np.zeros((x.shape[0], 2, *x.shape[2:]), np.float32)
 
     results, page = evaluate(Grey(), shared_data("photos"), limit=3, samples=2, rows=1)

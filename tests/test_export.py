@@ -36,7 +36,8 @@ from p2p.export.tensorrt_build import (
     parse_nhw,
     parse_sizes,
 )
-from p2p.export.verify import FP32_TOLERANCE, random_masks, verify_onnx
+from p2p.export.verify import FP32_TOLERANCE, verify_onnx
+from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.checkpoint import load_checkpoint, save_checkpoint
 from p2p.training.models import Generator, init_weights
@@ -70,7 +71,11 @@ def session(path):
 
 
 def ort_feed(spec, image, masks):
-    return {"image": image, **dict(zip(spec.mask_names(), masks))}
+    return {"image": image, **dict(zip(contract.mask_names(spec), masks))}
+
+
+def random_masks(spec, batch, height, width, seed):
+    return contract.draw_masks(spec, np.random.default_rng(seed), batch, height, width)
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -130,8 +135,8 @@ def test_inputs_outputs_and_dynamic_dims(paired):
     assert dims(inputs["image"]) == ["batch", 3, "height", "width"]
     assert dims(model.graph.output[0]) == ["batch", 3, "height", "width"]
     # each mask's dims are named after H and W, with the scale its shape in the spec has
-    for k, name in enumerate(spec.mask_names()):
-        n, c, h, w = spec.mask_shapes(1, spec.multiple, spec.multiple)[k]
+    for k, name in enumerate(contract.mask_names(spec)):
+        n, c, h, w = contract.mask_shapes(spec, 1, spec.multiple, spec.multiple)[k]
         scale = spec.multiple // h
         assert dims(inputs[name]) == ["batch", c, f"height/{scale}", f"width/{scale}"]
 
@@ -141,7 +146,7 @@ def test_mask_inputs_shaped_by_spec(paired, batch, height, width):
     spec, sess = paired["spec"], session(paired["path"])
     image = np.random.default_rng(0).uniform(-1, 1, (batch, 3, height, width)).astype(np.float32)
     masks = random_masks(spec, batch, height, width, seed=0)
-    assert [m.shape for m in masks] == spec.mask_shapes(batch, height, width)
+    assert [m.shape for m in masks] == contract.mask_shapes(spec, batch, height, width)
     out = sess.run(None, ort_feed(spec, image, masks))[0]
     assert out.shape == (batch, 3, height, width) and out.dtype == np.float32
     assert np.abs(out).max() <= 1.0  # tanh
@@ -204,7 +209,7 @@ def test_ort_matches_pytorch_fp32(paired):
 def test_masks_of_ones_turn_noise_off(paired):
     spec, gen = paired["spec"], paired["gen"]
     image = torch.rand(2, 3, 64, 128) * 2 - 1
-    ones = [torch.ones(s) for s in spec.mask_shapes(2, 64, 128)]
+    ones = [torch.ones(s) for s in contract.mask_shapes(spec, 2, 64, 128)]
     with torch.no_grad():
         ref = gen(image, ones).numpy()
     sess = session(paired["path"])
@@ -218,8 +223,8 @@ def test_batch_statistics_depend_on_the_batch(paired):
     spec, sess = paired["spec"], session(paired["path"])
     rng = np.random.default_rng(3)
     a, b = (rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32) for _ in range(2))
-    ones1 = [np.ones(s, np.float32) for s in spec.mask_shapes(1, 64, 64)]
-    ones2 = [np.ones(s, np.float32) for s in spec.mask_shapes(2, 64, 64)]
+    ones1 = [np.ones(s, np.float32) for s in contract.mask_shapes(spec, 1, 64, 64)]
+    ones2 = [np.ones(s, np.float32) for s in contract.mask_shapes(spec, 2, 64, 64)]
     alone = sess.run(None, ort_feed(spec, a, ones1))[0]
     paired_out = sess.run(None, ort_feed(spec, np.concatenate([a, b]), ones2))[0]
     assert np.abs(paired_out[:1] - alone).max() > 1e-3
@@ -254,6 +259,29 @@ def write_frames(folder, count=3, size=64):
     for i in range(count):  # aligned A|B pairs, as in the pix2pix datasets
         cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (size, 2 * size, 3), dtype=np.uint8))
     return folder
+
+
+def test_fp16_reduce_norm_keeps_its_statistics_in_fp32(tmp_path):
+    """Pre-norm activations near 1000: their centred squares overflow float16 (max 65504) unless the
+    statistics chain stays fp32. ONNX's reference evaluator computes float16 ops in float16, as a GPU
+    does (ORT CPU quietly computes them in fp32, so it cannot show this)."""
+    from onnx.reference import ReferenceEvaluator
+
+    spec = ModelSpec.for_task("paired", 32, ngf=4)
+    gen = make_generator(spec, seed=3)
+    with torch.no_grad():
+        for p in gen.parameters():
+            if p.dim() == 4:
+                p.mul_(100)  # measured: pre-norm activations up to ~1100
+    path = export_onnx(gen, spec, tmp_path / "m16.onnx", fp16=True, norm="reduce")
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 32, 32)).astype(np.float32)
+    masks = contract.ones_masks(spec, 1, 32, 32)
+    with np.errstate(all="ignore"):
+        out = ReferenceEvaluator(onnx.load(str(path))).run(None, contract.feeds(spec, x, masks))[0]
+    with torch.no_grad():
+        ref = gen.train()(torch.from_numpy(x), [torch.from_numpy(m) for m in masks]).numpy()
+    # fp16 convolutions at these magnitudes cost ~5e-2; an overflowed variance costs ~1
+    assert np.isfinite(out).all() and np.abs(out - ref).max() < 0.1, np.abs(out - ref).max()
 
 
 def test_int8_calibrated_on_frames(paired, tmp_path):
@@ -325,7 +353,7 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
                       "--batch", "2"])
     assert result.exit_code == 1
     line = one_line_error(result)
-    assert "TensorRT is not installed" in line and "pip install tensorrt" in line and "JetPack" in line
+    assert "TensorRT is not installed" in line and "p2p[gpu-cu12]" in line and "JetPack" in line
     assert "was written" in line
     assert "OK: fp16" in result.output
     # the ONNX file is there and complete; no engine, no stray files
@@ -335,6 +363,16 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
     # the checkpoint is untouched: bytes and weights
     assert sha256(checkpoint) == digest
     assert same_state(state, load_checkpoint(checkpoint)["generator"])
+
+
+def test_cli_writes_beside_the_checkpoint_by_default(checkpoint, tmp_path, monkeypatch):
+    """Without -o the model goes where p2p-live looks (RUN/model.onnx), not into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    for source in (checkpoint.parent, checkpoint):  # a run folder, or its checkpoint.pt
+        result = run_cli([source])
+        assert result.exit_code == 0, result.output
+        assert (checkpoint.parent / "model.onnx").is_file() and not (tmp_path / "model.onnx").exists()
+        (checkpoint.parent / "model.onnx").unlink()
 
 
 def test_cli_help_has_an_example():
@@ -441,18 +479,24 @@ def test_shapes_parsing_and_profile():
     spec = ModelSpec.for_task("paired", 256)
     assert parse_nhw("2x256x512") == (2, 256, 512)
     assert parse_sizes("256x256, 512x768") == [(256, 256), (512, 768)]
-    shapes = Shapes.from_sizes(spec, [(512, 768), (256, 256)], max_batch=4).check(spec)
+    shapes = Shapes.from_sizes([(512, 768), (256, 256)], max_batch=4).validated(spec)
     assert shapes.to_dict() == {"min": [1, 256, 256], "opt": [1, 512, 768], "max": [4, 512, 768]}
     assert Shapes.single(spec).to_dict()["opt"] == [1, 256, 256]
     with pytest.raises(SpecError, match="multiples of 256"):
-        Shapes.from_sizes(spec, [(720, 1280)]).check(spec)
+        Shapes.from_sizes([(720, 1280)]).validated(spec)
     with pytest.raises(SpecError, match="batch"):
-        Shapes((0, 256, 256), (1, 256, 256), (1, 256, 256)).check(spec)
+        Shapes((0, 256, 256), (1, 256, 256), (1, 256, 256)).validated(spec)
+
+
+def test_tensorrt_too_old_to_build_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT("8.4.3"))
+    with pytest.raises(TensorRTUnavailable, match="TensorRT 8.4.3 is too old.*JetPack 6"):
+        import_tensorrt()
 
 
 def test_import_tensorrt_explains_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(TensorRTUnavailable, match="JetPack.*pip install tensorrt"):
+    with pytest.raises(TensorRTUnavailable, match="JetPack.*gpu-cu12"):
         import_tensorrt()
 
 
@@ -463,7 +507,7 @@ def test_check_writable_creates_missing_folders(tmp_path):
 
 
 class FakeTensorRT:
-    """Just enough of the TensorRT 10/11 Python API to check what build_engine asks of it."""
+    """Just enough of the TensorRT 8.5+/10/11 Python API to check what build_engine asks of it."""
 
     def __init__(self, version: str):
         import types
@@ -473,10 +517,13 @@ class FakeTensorRT:
         self.float32 = "float32"
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level=None: None})
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(STRONGLY_TYPED=1)
+        major = int(version.split(".")[0])
+        # 8.x: implicit batch unless EXPLICIT_BATCH (bit 0); 10 ignores that flag; 11 removed it
+        self.NetworkDefinitionCreationFlag = types.SimpleNamespace(
+            **({"EXPLICIT_BATCH": 0} if major < 11 else {}), **({"STRONGLY_TYPED": 1} if major >= 10 else {}))
         self.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0)
         self.LayerType = types.SimpleNamespace(NORMALIZATION="norm", REDUCE="reduce")
-        flags = ["TF32", "PREFER_PRECISION_CONSTRAINTS"] + (["FP16"] if version.startswith("10.") else [])
+        flags = ["TF32"] + (["FP16", "PREFER_PRECISION_CONSTRAINTS"] if major < 11 else [])
         self.BuilderFlag = types.SimpleNamespace(**{f: f for f in flags})
 
         class Network:
@@ -553,7 +600,7 @@ class FakeTensorRT:
         self.Builder, self.OnnxParser = Builder, Parser
 
 
-@pytest.mark.parametrize("version", ["10.3.0", "11.0.0"])
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "11.0.0"])
 def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, version):
     import json
 
@@ -566,15 +613,17 @@ def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, versio
                           fp16_onnx_path=paired["path"], timing_cache=tmp_path / "tc", log=lambda m: None)
     assert engine.read_bytes() == b"engine-bytes" and (tmp_path / "tc").read_bytes() == b"timing-cache"
     profile = fake.calls["profile"]
-    assert set(profile) == {"image", *spec.mask_names()}  # the image and every mask
+    assert set(profile) == {"image", *contract.mask_names(spec)}  # the image and every mask
     assert profile["image"] == ((1, 3, 64, 64), (2, 3, 128, 64), (4, 3, 128, 192))
-    for k, name in enumerate(spec.mask_names()):
-        assert profile[name] == tuple(tuple(spec.mask_shapes(*s)[k]) for s in (shapes.min, shapes.opt, shapes.max))
+    for k, name in enumerate(contract.mask_names(spec)):
+        assert profile[name] == tuple(tuple(contract.mask_shapes(spec, *s)[k]) for s in (shapes.min, shapes.opt, shapes.max))
     meta = json.loads((tmp_path / "model.engine.json").read_text())
     assert ModelSpec.from_dict(meta["spec"]) == spec and meta["precision"] == "fp16"
     assert meta["shapes"] == {"min": [1, 64, 64], "opt": [2, 128, 64], "max": [4, 128, 192]}
     assert meta["tensorrt_version"] == version
-    if version.startswith("10."):
+    if version.startswith("8."):  # JetPack 6.0: the ONNX parser needs an explicit-batch network
+        assert "FP16" in fake.calls["flags"] and fake.calls["network_flags"] == 1
+    elif version.startswith("10."):
         assert "FP16" in fake.calls["flags"] and fake.calls["network_flags"] == 0
     else:  # strongly typed: precision comes from the FP16 ONNX, no FP16 flag exists
         assert fake.calls["flags"] == set() and fake.calls["network_flags"] == 2
@@ -582,6 +631,6 @@ def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, versio
     build_engine(paired["path"], tmp_path / "m32.engine", log=lambda m: None, timing_cache=tmp_path / "tc")
     assert "TF32" in fake.calls["cleared"]
     assert json.loads((tmp_path / "m32.engine.json").read_text())["shapes"]["max"] == [1, 64, 64]
-    if not version.startswith("10."):
+    if version.startswith("11."):
         with pytest.raises(ExportError, match="strongly typed"):
             build_engine(paired["path"], tmp_path / "x.engine", fp16=True, log=lambda m: None)

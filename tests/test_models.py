@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.models import Discriminator, Generator, MaskDropout, count_parameters, init_weights
 
@@ -29,7 +30,7 @@ def test_dropout_positions_and_sizes():
         h.remove()
     # the first three decoder blocks after the bottleneck: 2x2, 4x4, 8x8 at 256² (paper, original code)
     assert seen == [(1, 64, 2, 2), (1, 64, 4, 4), (1, 64, 8, 8)]
-    assert seen == [tuple(s) for s in spec.mask_shapes(1, 256, 256)]
+    assert seen == [tuple(s) for s in contract.mask_shapes(spec, 1, 256, 256)]
     assert [isinstance(u.dropout, MaskDropout) for u in g.ups] == [True, True, True] + [False] * 4
 
 
@@ -52,7 +53,7 @@ def test_unet_skips_concatenate_layer_i_onto_layer_n_minus_i():
     assert count_parameters(encdec) < count_parameters(unet)
     # a skip really carries information: zeroing the deepest path still changes the U-Net's output
     x = torch.randn(2, 3, 64, 64)
-    masks = [torch.ones(s) for s in spec.mask_shapes(2, 64, 64)]
+    masks = [torch.ones(s) for s in contract.mask_shapes(spec, 2, 64, 64)]
     torch.manual_seed(0)
     init_weights(unet)
     base = unet(x, masks)
@@ -80,7 +81,7 @@ def test_masks_make_output_deterministic_and_noise_changes_it():
     spec = ModelSpec.for_task("paired", 64, ngf=8)
     g = Generator(spec)
     x = torch.randn(1, 3, 64, 64)
-    ones = [torch.ones(s) for s in spec.mask_shapes(1, 64, 64)]
+    ones = [torch.ones(s) for s in contract.mask_shapes(spec, 1, 64, 64)]
     assert torch.equal(g(x, ones), g(x, ones))
     assert not torch.allclose(g(x), g(x))  # dropout is on at test time: the paper's noise
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shared_data
+from conftest import ROOT, shared_data
 from p2p.runtime import Translator
 from p2p.runtime.artifacts import ArtifactError, ShapeError, ShapeLimits, default_model
 from p2p.runtime.images import input_tensor, output_to_bgr
 from p2p.runtime.masks import MaskSampler
-from p2p.runtime.ort_backend import BackendUnavailable, available as ort_available
+from p2p.runtime.errors import BackendUnavailable
+from p2p.runtime.ort_backend import available as ort_available
 from p2p.runtime.spec import ModelSpec
 from p2p.training.models import Generator, init_weights
 
@@ -364,8 +365,10 @@ def run_without_torch(tmp_path: Path, code: str, timeout: float = 120) -> subpro
 
 def test_runtime_and_video_run_without_torch(tmp_path, paired):
     clip = shared_data("video", "tree.avi")
+    facades = shared_data("facades")
     code = f"""
         import sys
+        from pathlib import Path
         try:
             import torch
             raise SystemExit("the shim did not block torch")
@@ -383,6 +386,10 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
                        standalone_mode=False)
         live.main([{str(paired[0])!r}, "--source", {str(clip)!r}, "--headless", "--max-frames", "3"],
                   standalone_mode=False)
+        from p2p.evaluation import cli as eval_cli  # scoring an exported model on a Jetson: no torch either
+        eval_cli.main([{str(paired[0])!r}, "--data", {str(facades)!r}, "--limit", "2", "--report", "report",
+                       "--no-progress"], standalone_mode=False)
+        assert (Path("report") / "metrics.json").is_file()
         bad = [m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith(("p2p.training", "p2p.export"))]
         assert not bad, bad
         print("torch-free ok")
@@ -391,6 +398,57 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "torch-free ok" in result.stdout
     assert (tmp_path / "out.mp4").is_file()
+
+
+TORCH_FREE_PACKAGES = ("p2p.runtime", "p2p.video", "p2p.evaluation")
+# the CLIs parse options (and answer --help) before they load torch
+TORCH_FREE_MODULES = ("p2p.training.cli", "p2p.training.config", "p2p.export.cli")
+NEEDS_TORCH = ("p2p.evaluation.segmenter",)  # --segmenter trains a network: torch by design
+
+
+def test_torch_free_modules_leave_torch_unimported_where_it_is_installed(tmp_path):
+    """Unlike the blocker above, this catches a module that imports torch when it can (`try: import torch`)."""
+    code = f"""
+        import importlib, importlib.util, pkgutil, sys
+        assert importlib.util.find_spec("torch") is not None, "torch must be installed for this check"
+        names = list({TORCH_FREE_MODULES!r})
+        for package in {TORCH_FREE_PACKAGES!r}:
+            module = importlib.import_module(package)
+            names += [m.name for m in pkgutil.walk_packages(module.__path__, package + ".")
+                      if m.name not in {NEEDS_TORCH!r}]
+        for name in names:
+            importlib.import_module(name)
+        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+        print(len(names), "modules;", "torch loaded" if loaded else "no torch")
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no torch" in result.stdout, result.stdout
+    assert int(result.stdout.split()[0]) >= 20  # the walk really found the modules
+
+
+def test_every_command_answers_help_and_usage_errors_without_torch(tmp_path):
+    """--help and argument errors must be instant: no command may load torch before its options parse."""
+    code = """
+        import importlib, sys, tomllib
+        scripts = tomllib.load(open(sys.argv[1], "rb"))["project"]["scripts"]
+        for name, target in scripts.items():
+            module, func = target.split(":")
+            command = getattr(importlib.import_module(module), func)
+            for args, want in ((["--help"], 0), (["--no-such-flag"], 2)):
+                try:
+                    command(args, prog_name=name)
+                except SystemExit as exc:
+                    assert exc.code == want, (name, args, exc.code)
+        print("RESULT", len(scripts), "commands;", "torch loaded" if "torch" in sys.modules else "no torch")
+    """
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), str(ROOT / "pyproject.toml")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    verdict = result.stdout.strip().splitlines()[-1]  # after the help texts
+    assert verdict.startswith("RESULT") and verdict.endswith("no torch"), verdict
+    assert int(verdict.split()[1]) >= 6
 
 
 def test_blocker_really_blocks(tmp_path):

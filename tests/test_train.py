@@ -47,7 +47,7 @@ def test_each_objective_gives_finite_losses_and_gradients(tmp_path, objective, u
                       objective=objective, unconditional=unconditional, batch_size=2, progress=False)
     t = Trainer(cfg)
     before = [p.detach().clone() for p in t.G.parameters()]
-    x, y = next(iter(t.loader(0, 0)))
+    x, y, _ = next(iter(t.loader(0, 0)))
     losses = t.step(x, y)
     assert losses and all(np.isfinite(v) for v in losses.values())
     assert ("d" in losses) == (objective != "l1")
@@ -206,3 +206,20 @@ def test_patch_too_large_for_the_size_is_a_clear_error(tmp_path):
     r = train("--out", str(tmp_path / "o2"), "--size", "128", "--ngf", "4", "--ndf", "4", "--patch", "286",
               "--iters", "1", "--no-progress")
     assert r.exit_code == 0, r.output
+
+
+def test_tensorboard_event_files_hold_the_curves_and_the_grid(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    r = train("--out", str(out), *TINY[:-2], "--iters", "4", "--sample-every", "2", "--log-every", "1", "--tensorboard")
+    assert r.exit_code == 0, r.output
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = events.Tags()
+    for tag in ("loss/D", "loss/G_GAN", "loss/G_L1", "learning_rate", "images_per_s", "validation/L1"):
+        assert tag in tags["scalars"], tags
+    assert [e.step for e in events.Scalars("loss/G_L1")] == [1, 2, 3, 4]
+    logged = [json.loads(l)["val_l1"] for l in (out / "log.jsonl").read_text().splitlines() if "val_l1" in l]
+    assert [round(e.value, 5) for e in events.Scalars("validation/L1")] == [round(v, 5) for v in logged]
+    grids = events.Images("samples")
+    assert [g.step for g in grids] == [0, 2, 4] and grids[0].width == 3 * 32

@@ -338,3 +338,26 @@ def test_help_has_examples():
     for command in (live_main, video_main, translate_main):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.output
+
+
+def test_a_bug_keeps_its_traceback_and_p2p_debug_shows_user_errors_in_full(tmp_path, model, monkeypatch):
+    """One-line output is for errors p2p raises on purpose; a programming error is a bug to report."""
+    from p2p.runtime.translator import Translator
+
+    frame = tmp_path / "in.png"
+    cv2.imwrite(str(frame), np.full((40, 40, 3), 128, np.uint8))
+
+    def broken(self, image):
+        raise ValueError("index arithmetic went wrong")  # a bug, not the user's input
+    monkeypatch.setattr(Translator, "translate", broken)
+    result = invoke(translate_main, model, frame, "-o", tmp_path / "o")
+    assert isinstance(result.exception, ValueError)  # propagates: Python prints the traceback
+    assert "Error: index arithmetic" not in result.output
+    monkeypatch.undo()
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert "broken.png" in one_line_error(invoke(translate_main, model, bad, "-o", tmp_path / "o"))
+    monkeypatch.setenv("P2P_DEBUG", "1")
+    result = invoke(translate_main, model, bad, "-o", tmp_path / "o")
+    assert result.exit_code == 1 and type(result.exception).__name__ == "ImageError"  # the full traceback

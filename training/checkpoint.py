@@ -10,15 +10,17 @@ import warnings
 from pathlib import Path
 
 import torch
-from p2p.runtime.errors import first_line
+from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec, SpecError
+
+from .models import Generator
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A file that is not a usable p2p checkpoint; the message says why."""
 
 
@@ -68,8 +70,6 @@ def load_checkpoint(run_or_file: Path, map_location="cpu") -> dict:
 
 def load_generator(run_or_file: Path, map_location="cpu"):
     """The generator of a checkpoint, rebuilt from its spec; returns (generator, spec, state)."""
-    from p2p.training.models import Generator
-
     state = load_checkpoint(run_or_file, map_location)
     gen = Generator(state["spec"])
     try:

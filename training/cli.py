@@ -3,16 +3,13 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
-from importlib import resources
 from pathlib import Path
 
 import click
+from p2p.runtime.cli_errors import user_errors
+from p2p.runtime.pairs import LAYOUTS
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
-from .data import LAYOUTS, DataError
-from .models import PATCH_SIZES
-from .objective import OBJECTIVES
+from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, world_from_env
 
 EXAMPLE = """
 \b
@@ -22,11 +19,6 @@ Examples:
   p2p-train --data photos/ --task colorize --out runs/color
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
 """
-
-
-def default_data_dir() -> Path:
-    """Small real data shipped inside the package: frames of OpenCV's sample clips (see its LICENSE)."""
-    return Path(str(resources.files("p2p.training") / "default_data"))
 
 
 @click.command(help="Train a pix2pix generator on paired images.\n" + EXAMPLE,
@@ -60,6 +52,9 @@ def default_data_dir() -> Path:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (helps on tensor-core GPUs).")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic algorithms, so that --resume is bit-exact on CUDA too (slower there; CPU runs "
+                   "are deterministic already).")
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Processes (GPUs) on this machine: launches torchrun with DistributedDataParallel.")
 @click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over the global batch of all processes.")
@@ -69,86 +64,63 @@ def default_data_dir() -> Path:
 @click.option("--sample-every", type=click.IntRange(1), default=200, show_default=True,
               help="Sample grid and validation L1 every N iterations.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--teacher", type=click.Path(path_type=Path), default=None, metavar="RUN_OR_CHECKPOINT",
+              help="Distil: train this (narrower, --ngf) generator from a trained teacher. Data, task, direction, "
+                   "size and generator come from the teacher's run unless given.")
+@click.option("--teacher-noise", type=click.Choice(["off", "per-frame"]), default="off", show_default=True,
+              help="--teacher: the teacher's dropout while it teaches (off: its deterministic translation).")
+@click.option("--lambda-teacher", type=float, default=100.0, show_default=True,
+              help="--teacher: weight of L1(student output, teacher output).")
+@click.option("--lambda-feat", type=float, default=1.0, show_default=True,
+              help="--teacher: weight of the decoder-feature distillation (learned 1x1 maps onto the teacher's).")
+@click.option("--teacher-d/--no-teacher-d", default=True, show_default=True,
+              help="--teacher: start the discriminator from the teacher's (when --ndf and --patch match).")
+@click.option("--extra-inputs", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="--teacher: more training inputs without targets (photos for edges/colorize, label maps for "
+                   "labels→photo); the teacher translates them on the fly.")
+@click.option("--tensorboard", is_flag=True,
+              help="Also write TensorBoard event files (losses, LR, images/s, validation L1, sample grids) to "
+                   "OUT/tensorboard: tensorboard --logdir runs. Needs pip install 'p2p[tensorboard]'.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:
-    from .distributed import init_process_group, world_from_env
-    from .trainer import TrainConfig, Trainer, TrainError, resolve_device
-
     nproc = opts.pop("nproc")
-    world = world_from_env()
-    if nproc > 1 and not world.distributed:
-        launch_torchrun(nproc)
     resume = opts.pop("resume")
-    resume_state = None  # the checkpoint, read once: it is large (G, D and both Adam states)
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
     given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
-    out = opts["out"]
-    if resume:
-        if not (out / CHECKPOINT_NAME).exists():
-            raise click.ClickException(f"--resume: {out / CHECKPOINT_NAME} does not exist; start the run without --resume")
+    world = world_from_env()
+
+    # torch loads here, after the options parsed: --help and usage errors answer at once
+    from . import session
+
+    if nproc > 1 and not world.distributed:
+        sys.exit(session.launch_torchrun(nproc, sys.argv[1:]))
+    log = lambda message: click.echo(message, err=True)  # noqa: E731
+    with user_errors():
         try:
-            resume_state = load_checkpoint(out)
-        except CheckpointError as exc:
-            raise click.ClickException(f"cannot resume: {exc}") from None
-        for k, v in resume_state["config"].items():  # what the user did not type again comes from the run
-            if k in opts and k not in given and k != "progress":
-                opts[k] = v
-    if opts["data"] is None:
-        opts["data"] = default_data_dir()
-        if "task" not in given and not resume:
-            opts["task"] = "edges"
-        if opts["task"] == "paired":
-            raise click.UsageError("the embedded data are photos: use --task edges or --task colorize, or give --data")
-        click.echo(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}", err=True)
-    opts["data"], opts["out"] = str(opts["data"]), str(out)
-    try:
-        cfg = TrainConfig(**opts)
-        cfg.validate()
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = lambda m, *a, **k: click.echo(f"warning: {m}", err=True)
-            if world.distributed:
-                init_process_group(world, resolve_device(cfg.device))
-            trainer = Trainer(cfg, resume=resume_state, world=world)
-            if not resume:
-                trainer.train_set.check_all()
-            result = trainer.run()
-    except (DataError, TrainError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        click.echo(f"\nStopped. The last checkpoint in {out} is intact; continue with --resume.", err=True)
-        sys.exit(130)
+            cfg, resume_state = session.configure(opts, given, resume, log=log)
+        except ConfigError as exc:  # flags that cannot train together: click's usage error (exit 2)
+            raise click.UsageError(str(exc)) from None
+        try:
+            result = session.train(cfg, resume_state, world, warn=log)
+        except KeyboardInterrupt:
+            log(f"\nStopped. The last checkpoint in {cfg.out} is intact; continue with --resume.")
+            sys.exit(130)
     if world.rank != 0:
         return
     if result["interrupted"]:
-        click.echo(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
-                   f"continue with: p2p-train --out {out} --resume", err=True)
+        log(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
+            f"continue with: p2p-train --out {cfg.out} --resume")
         sys.exit(130)
+    samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
+    log(f"\nDone: {result['iteration']} iterations, validation L1 {result['val_l1']:.3f}. What next:\n"
+        + (f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
+        + f"  export    p2p-export {cfg.out} --verify          (writes {Path(cfg.out) / 'model.onnx'})\n"
+        + f"  go live   p2p-live --camera 0                 (or --source a video; it picks the newest export)\n"
+        + f"  score     p2p-eval {cfg.out} --data {cfg.data}")
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
-
-
-def launch_torchrun(nproc: int) -> None:
-    """Re-run this command under torchrun with nproc processes on this machine, then exit with its status."""
-    import subprocess
-
-    argv, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            argv.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "p2p.training", *argv]
-    click.echo(f"launching: {' '.join(cmd)}", err=True)
-    sys.exit(subprocess.call(cmd))
 
 
 if __name__ == "__main__":

@@ -6,33 +6,30 @@ averages gradients. Backends: nccl on CUDA, gloo on CPU.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
-
-def world_from_env() -> World:
-    return World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                 int(os.environ.get("LOCAL_RANK", 0)))
+from .config import World, world_from_env  # noqa: F401  (torch-free; re-exported for callers)
 
 
 def init_process_group(world: World, device: torch.device) -> None:
-    if world.distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    """Join torchrun's process group: nccl on CUDA (each rank on its own GPU), gloo on CPU."""
+    if not world.distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        # first: NCCL collectives (all_gather_object in save() too) run on the *current* device,
+        # which is GPU 0 on every rank unless each rank selects its own
+        torch.cuda.set_device(world.local_rank)
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+
+
+def close_process_group() -> None:
+    """Leave the process group: a rank that exits with it open can abort in the backend's threads."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class _AllReduceSum(torch.autograd.Function):
@@ -107,13 +104,19 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
+def flagged_ranks(flag: bool, device: torch.device) -> list[int]:
+    """The ranks on which ``flag`` is true, the same list on every rank (one all-reduce)."""
+    if not dist.is_initialized():
+        return [0] if flag else []
+    t = torch.zeros(dist.get_world_size(), device=device)
+    t[dist.get_rank()] = 1.0 if flag else 0.0
+    dist.all_reduce(t)
+    return [r for r, v in enumerate(t.tolist()) if v > 0]
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is true on any: ranks must agree to stop at the same step."""
-    if not dist.is_initialized():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t)
-    return bool(t.item() > 0)
+    return bool(flagged_ranks(flag, device))
 
 
 def gather_objects(obj) -> list:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec
 
-PATCH_SIZES = (1, 16, 70, 286)
+from .config import PATCH_SIZES
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -28,7 +29,8 @@ class MaskDropout(nn.Module):
     """Dropout that is always on (pix2pix's noise) and can take its mask from outside.
 
     ``mask`` holds 0 or 1/(1−p); given the same mask, PyTorch, ONNX Runtime and
-    TensorRT compute the same function. Without one, a mask is drawn here.
+    TensorRT compute the same function. Without one, a mask is drawn here, from the
+    global torch RNG on the activation's device, by the contract's rule.
     """
 
     def __init__(self, p: float):
@@ -37,13 +39,8 @@ class MaskDropout(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
-            mask = draw_mask(x.shape, self.p, x.device, x.dtype)
+            mask = contract.keep_mask(torch.rand(x.shape, device=x.device), self.p).to(x.dtype)
         return x * mask
-
-
-def draw_mask(shape, p: float, device=None, dtype=torch.float32, generator=None) -> torch.Tensor:
-    keep = torch.rand(shape, device=device, generator=generator) >= p
-    return keep.to(dtype) / (1.0 - p)
 
 
 class DecoderBlock(nn.Module):
@@ -82,10 +79,11 @@ class Generator(nn.Module):
         self.out = nn.Sequential(
             nn.ReLU(), nn.ConvTranspose2d(enc[0] * (2 if self.skips else 1), spec.out_channels, 4, 2, 1), nn.Tanh())
 
-    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None, decoder_features: bool = False):
+        """The translation; with ``decoder_features`` also each decoder block's output (for distillation)."""
         if masks is not None and len(masks) != self.spec.dropout_blocks:
             raise ValueError(f"expected {self.spec.dropout_blocks} dropout masks, got {len(masks)}")
-        features = []
+        features, decoded = [], []
         for down in self.downs:
             x = down(x)
             features.append(x)
@@ -93,9 +91,11 @@ class Generator(nn.Module):
             if k > 0 and self.skips:
                 x = torch.cat([x, features[-1 - k]], 1)
             x = up(x, masks[k] if masks is not None and k < len(masks) else None)
+            decoded.append(x)
         if self.skips:
             x = torch.cat([x, features[0]], 1)
-        return self.out(x)
+        out = self.out(x)
+        return (out, decoded) if decoder_features else out
 
 
 class Discriminator(nn.Module):
@@ -129,14 +129,6 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
-
-
-def patch_norm_size(image_size: int, patch: int) -> int:
-    """Side of the map that the PatchGAN's last BatchNorm normalises, for a square input."""
-    if patch == 1:
-        return image_size
-    n_layers = {16: 1, 70: 3, 286: 5}[patch]
-    return image_size // 2 ** n_layers - 1  # n stride-2 k4 convs halve; the k4 stride-1 conv takes one
 
 
 def init_weights(net: nn.Module, std: float = 0.02) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-OBJECTIVES = ("l1+cgan", "l1+gan", "cgan", "gan", "l1")
+from .config import OBJECTIVES
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from matplotlib.figure import Figure
 
 from p2p.runtime.files import atomic_write, write_atomic
 from p2p.runtime.images import input_to_bgr, output_to_bgr
@@ -27,23 +28,23 @@ def write_image_atomic(path: Path, image: np.ndarray) -> None:
     write_atomic(path, data.tobytes())
 
 
-def write_sample_grid(path: Path, x, fake, y, spec: ModelSpec) -> None:
-    write_image_atomic(path, sample_grid(x, fake, y, spec))
+def write_sample_grid(path: Path, x, fake, y, spec: ModelSpec) -> np.ndarray:
+    """Write the grid to ``path``; returns it (BGR) for other viewers."""
+    grid = sample_grid(x, fake, y, spec)
+    write_image_atomic(path, grid)
+    return grid
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
     """Loss curves (D, G's GAN term, G's L1 term, validation L1) against iterations, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     keys = [("loss_d", "D"), ("loss_g_gan", "G GAN"), ("loss_g_l1", "G L1"), ("val_l1", "val L1")]
     series = {k: [(r["iter"], r[k]) for r in history if k in r] for k, _ in keys}
     panels = [(k, label) for k, label in keys if series[k]]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    # a bare Figure (no pyplot): no global backend or figure registry is touched
+    fig = Figure(figsize=(4 * len(panels), 3))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (k, label) in zip(axes[0], panels):
         it, v = zip(*series[k])
         ax.plot(it, v, lw=1)
@@ -53,4 +54,3 @@ def plot_losses(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=80)
-    plt.close(fig)

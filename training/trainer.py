@@ -1,100 +1,60 @@
-"""The training run: one D step then one G step per batch, exactly resumable.
+"""The training run: one loop over iterations, one D step then one G step each, exactly resumable.
 
-Everything that decides what happens next lives in the checkpoint: weights,
-both optimisers and schedules, epoch and position within it, and the RNG that
-draws dropout masks. Batch order and jitter are derived from (seed, epoch), so a
-resumed run replays exactly what an uninterrupted one would have done.
+As in nanoGPT's train.py, everything follows from the iteration number: the epoch and
+the position in it (``divmod``), the batch order (a function of seed and epoch), and the
+learning rate (``lr_at``). A checkpoint therefore needs only the iteration, the weights,
+both optimiser states and the RNG that draws dropout masks, and a resumed run replays
+exactly what an uninterrupted one would have done.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import os
 import signal
+import sys
 import time
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
-from p2p.runtime.errors import first_line
+from p2p.runtime.errors import UserError, first_line
+from p2p.runtime.masks import MaskSampler
+from p2p.runtime.pairs import InputDataset, PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import (
-    CHECKPOINT_NAME,
-    save_checkpoint,
-)
-from .data import PairDataset, resolve_split
-from .distributed import (
-    World,
-    any_rank,
-    convert_sync_batchnorm,
-    gather_objects,
-    wrap_ddp,
-)
-from .models import Discriminator, Generator, draw_mask, init_weights, patch_norm_size
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .distributed import World, any_rank, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
+from .config import TrainConfig
+from .data import TrainingSet
+from .distill import Student, Teacher, check_pair, feature_loss, load_teacher
+from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
+from .tensorboard import TensorBoardLog
 
 
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    task: str = "paired"
-    direction: str = "AtoB"
-    layout: str = "auto"
-    size: int = 256
-    batch_size: int = 1
-    epochs: int = 100
-    epochs_decay: int = 100
-    iters: int | None = None
-    ngf: int = 64
-    ndf: int = 64
-    generator: str = "unet"
-    patch: int = 70
-    objective: str = "l1+cgan"
-    lambda_l1: float = 100.0
-    unconditional: bool = False
-    lr: float = 2e-4
-    beta1: float = 0.5
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = False
-    sync_bn: bool = False
-    seed: int = 0
-    workers: int = 0
-    save_every: int = 500
-    sample_every: int = 200
-    log_every: int = 10
-    val_images: int = 8
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Combinations that cannot train, as one clear ValueError each."""
-        self.spec()
-        self.objective_()
-        side = patch_norm_size(self.size, self.patch)
-        if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
-            raise ValueError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
-                             f"for its last 4x4 convolution; use --size {2 * self.size} or more, or a smaller --patch")
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec.for_task(self.task, self.size, ngf=self.ngf, generator=self.generator,
-                                  direction=self.direction)
-
-    def objective_(self) -> Objective:
-        return Objective(self.objective, self.lambda_l1, self.unconditional)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+VAL_SEED = 0  # the masks of validation (and p2p-eval's default --seed)
+PACE_PROBE = 5  # iterations timed before the expected duration is said
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError, RuntimeError):
     """A run that cannot go on; the message says what to do."""
 
 
+class NonFiniteLoss(Exception):
+    """A loss became NaN or infinite on some rank; raised on every rank before any weight changes."""
+
+    def __init__(self, name: str, ranks: list[int], world: int):
+        self.name = name
+        self.where = f" on rank {', '.join(map(str, ranks))}" if world > 1 else ""
+
+
+# --- pure functions of the configuration and the iteration ------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -122,96 +82,135 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     return [batches[s * world + rank] for s in range(steps)]
 
 
-@dataclass
-class RunState:
-    epoch: int = 0
-    epoch_step: int = 0      # batches of this epoch already done
-    iteration: int = 0       # global G/D steps done
-    seconds: float = 0.0
-    history: list = field(default_factory=list)
+# --- builders ------------------------------------------------------------------------------
+def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[TrainingSet, PairDataset | None]:
+    """The training set (with the paper's jitter, and --extra-inputs) and the validation split (val/ or test/)."""
+    root = Path(cfg.data)
+    train_dir = resolve_split(root, "train")
+    pairs = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed)
+    extras = InputDataset(Path(cfg.extra_inputs), spec, jitter=True, seed=cfg.seed) if cfg.extra_inputs else None
+    train = TrainingSet(pairs, extras)
+    for name in ("val", "test"):
+        if (root / name).is_dir() and root / name != train_dir:
+            return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed)
+    return train, None
+
+
+def build_models(cfg: TrainConfig, spec: ModelSpec, objective: Objective,
+                 device: torch.device) -> tuple[Generator, Discriminator | None]:
+    """G and (unless the objective is L1 alone) D, with the paper's initialisation.
+
+    With --sync-bn their BatchNorms are converted here, before any optimiser sees the
+    parameters: the CPU conversion makes new Parameters, which an optimiser built
+    earlier would never update.
+    """
+    G = Generator(spec)
+    init_weights(G)
+    D = None
+    if objective.uses_gan:
+        D = Discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf, cfg.patch)
+        init_weights(D)
+    if cfg.sync_bn:  # the converted layers keep BatchNorm2d's state-dict keys: checkpoints load either way
+        for net in (G, D):
+            if net is not None:
+                convert_sync_batchnorm(net, device)
+    return G, D
+
+
+def build_optimizer(net: nn.Module | None, cfg: TrainConfig) -> torch.optim.Adam | None:
+    return torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999)) if net is not None else None
+
+
+def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None (fp32) on the CPU or with --no-amp."""
+    if not (cfg.amp and device.type == "cuda"):
+        return None
+    # emulated bf16 (pre-Ampere GPUs) is slow: those get fp16 with a grad scaler
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: dict | None = None, world: World = World()):
         """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly."""
-        self.cfg = cfg
-        self.rank, self.world = world.rank, world.size
+        self.cfg, self.rank, self.world = cfg, world.rank, world.size
         self.main = world.rank == 0
+        if cfg.deterministic:  # before any CUDA work: cuBLAS reads its workspace setting once
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
         self.out = Path(cfg.out)
         self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and world.distributed:
             self.device = torch.device("cuda", world.local_rank)
-        rank = world.rank
-        self.spec = cfg.spec()
-        self.objective = cfg.objective_()
-        torch.manual_seed(cfg.seed + rank)
+        self.spec, self.objective = cfg.spec(), Objective(cfg.objective, cfg.lambda_l1, cfg.unconditional)
+        torch.manual_seed(cfg.seed + world.rank)
 
-        train_dir = resolve_split(Path(cfg.data), "train")
-        self.train_set = PairDataset(train_dir, self.spec, cfg.layout, jitter=True, seed=cfg.seed)
-        self.val_set = self._validation_set(train_dir)
-
-        self.G = Generator(self.spec)
-        init_weights(self.G)
-        self.D = None
-        if self.objective.uses_gan:
-            d_in = self.spec.out_channels + (self.spec.in_channels if self.objective.conditional else 0)
-            self.D = Discriminator(d_in, cfg.ndf, cfg.patch)
-            init_weights(self.D)
-        betas = (cfg.beta1, 0.999)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas) if self.D else None
-        rule = lambda e: lr_factor(e, cfg.epochs, cfg.epochs_decay)  # noqa: E731
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, rule)
-        self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, rule) if self.D else None
-
-        cuda = self.device.type == "cuda"
-        self.amp_dtype = None
-        if cfg.amp and cuda:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.train_set, self.val_set = build_datasets(cfg, self.spec)
+        self.steps_per_epoch = len(epoch_batches(len(self.train_set), cfg.batch_size, cfg.seed, 0,
+                                                 self.rank, self.world))
+        self.G, self.D = build_models(cfg, self.spec, self.objective, self.device)
+        self.teacher, self.student, self.teacher_info = None, None, None
+        if cfg.teacher:  # distillation: G trains with feature adapters, beside a frozen teacher
+            t_generator, t_spec, self.teacher_info, t_discriminator = load_teacher(Path(cfg.teacher), self.device)
+            check_pair(t_spec, self.spec)
+            self.teacher = Teacher(t_generator, cfg.teacher_noise)
+            self.student = Student(self.G, t_spec)
+            if cfg.teacher_d and resume is None:
+                self._start_from_teachers_d(t_discriminator)
+        self.opt_g, self.opt_d = build_optimizer(self.student or self.G, cfg), build_optimizer(self.D, cfg)
+        self.amp_dtype = amp_dtype_for(cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.state = RunState()
-        if cfg.sync_bn:  # before loading: the converted layers keep BatchNorm2d's state-dict keys
-            convert_sync_batchnorm(self.G, self.device)
-            if self.D:
-                convert_sync_batchnorm(self.D, self.device)
+
+        self.iteration, self.seconds, self.history = 0, 0.0, []
+        self.saved_iteration: int | None = None  # what checkpoint.pt holds, once this run wrote or read it
         if resume is not None:
             self._load(resume, self.out / CHECKPOINT_NAME)
-        self.G.to(self.device)
-        if self.D:
-            self.D.to(self.device)
-        if cfg.channels_last:
-            self.G.to(memory_format=torch.channels_last)
-            if self.D:
-                self.D.to(memory_format=torch.channels_last)
+        self._to_device()
+        # the models that take part in the step: DistributedDataParallel wraps them on several ranks
+        self.G_step, self.D_step = self.student or self.G, self.D
+        if world.distributed:
+            self.G_step = wrap_ddp(self.G_step, self.device)
+            self.D_step = wrap_ddp(self.D, self.device) if self.D else None
+        self._stop = False
+        self._last_report = None  # (iteration, val L1): a report is made once per iteration
+        self.tb = TensorBoardLog(self.out / "tensorboard", self.iteration) if cfg.tensorboard and self.main else None
+
+    def _start_from_teachers_d(self, state: dict | None) -> None:
+        """The student's D starts as the teacher's (GAN Compression does): it already knows real from fake."""
+        try:
+            if self.D is None or state is None:
+                raise ValueError("one of them has no discriminator")
+            self.D.load_state_dict(state)
+        except (RuntimeError, ValueError) as exc:
+            warnings.warn(f"the student's discriminator starts fresh: the teacher's does not fit it "
+                          f"({first_line(exc, 120)}; same --ndf, --patch and objective would)")
+
+    def _to_device(self) -> None:
+        memory = torch.channels_last if self.cfg.channels_last else torch.preserve_format
+        for net in (self.student or self.G, self.D):
+            if net is not None:
+                net.to(self.device, memory_format=memory)
         for opt in (self.opt_g, self.opt_d):
             if opt:  # optimiser state loaded on the CPU follows its parameters
                 for s in opt.state.values():
                     for k, v in s.items():
                         if torch.is_tensor(v) and k != "step":
                             s[k] = v.to(self.device)
-        # the models that take part in the step: DistributedDataParallel wraps them on several ranks
-        self.G_step, self.D_step = self.G, self.D
-        if world.distributed:
-            self.G_step = wrap_ddp(self.G, self.device)
-            self.D_step = wrap_ddp(self.D, self.device) if self.D else None
-        self._stop = False
-        self._last_report = None  # (iteration, val L1): a report is made once per iteration
 
-    # --- data -----------------------------------------------------------------
-    def _validation_set(self, train_dir: Path) -> PairDataset | None:
-        root = Path(self.cfg.data)
-        for name in ("val", "test"):
-            if (root / name).is_dir() and root / name != train_dir:
-                return PairDataset(root / name, self.spec, self.cfg.layout, jitter=False, seed=self.cfg.seed)
-        return None
+    # --- schedule and data: functions of the iteration ---------------------------------
+    def total_iterations(self) -> int:
+        by_epochs = (self.cfg.epochs + self.cfg.epochs_decay) * self.steps_per_epoch
+        return min(by_epochs, self.cfg.iters) if self.cfg.iters else by_epochs
 
-    def validation_batch(self):
-        """A fixed batch for val L1 and sample grids: val images, else the first training images."""
-        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
-        items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
-        return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+    def epoch_of(self, iteration: int) -> int:
+        return iteration // self.steps_per_epoch
 
-    def loader(self, epoch: int, start: int) -> DataLoader:
+    def lr_at(self, iteration: int) -> float:
+        """The learning rate of an iteration: constant, then a linear decay over the last epochs."""
+        return self.cfg.lr * lr_factor(self.epoch_of(iteration), self.cfg.epochs, self.cfg.epochs_decay)
+
+    def loader(self, epoch: int, start: int = 0) -> DataLoader:
+        """The batches of ``epoch`` from position ``start`` on."""
         self.train_set.epoch = epoch
         batches = epoch_batches(len(self.train_set), self.cfg.batch_size, self.cfg.seed, epoch, self.rank, self.world)
         # its own generator: creating an iterator must not consume the global RNG that
@@ -219,18 +218,35 @@ class Trainer:
         return DataLoader(self.train_set, batch_sampler=batches[start:], num_workers=self.cfg.workers,
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
 
-    def steps_per_epoch(self) -> int:
-        return len(epoch_batches(len(self.train_set), self.cfg.batch_size, self.cfg.seed, 0, self.rank, self.world))
+    def batches(self, start: int):
+        """(x, y) for every iteration from ``start`` on, epoch after epoch."""
+        epoch, position = divmod(start, self.steps_per_epoch)
+        while True:
+            yield from self.loader(epoch, position)
+            epoch, position = epoch + 1, 0
 
-    # --- one iteration ----------------------------------------------------------
+    def validation_batch(self):
+        """A fixed batch for val L1 and sample grids: val images, else the first training images."""
+        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
+        items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
+        return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
+
+    # --- one iteration ----------------------------------------------------------------
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def step(self, x: torch.Tensor, y: torch.Tensor, has_target: torch.Tensor | None = None) -> dict:
         obj, G, D = self.objective, self.G_step, self.D_step
         losses = {}
+        if self.teacher is not None:
+            with self.autocast():
+                t_out, t_features = self.teacher(x)
+            if has_target is not None:  # images without a target: the teacher's translation is their target
+                y = torch.where(has_target.view(-1, 1, 1, 1) > 0, y, t_out.to(y.dtype))
         with self.autocast():
             fake = G(x)
+            if self.teacher is not None:
+                fake, s_features = fake
         if D is not None:
             # D step: real pairs → 1, generated pairs → 0; halved, as in the paper.
             D.requires_grad_(True)
@@ -239,9 +255,9 @@ class Trainer:
                 pred_fake = D(obj.d_input(x, fake.detach()))
                 pred_real = D(obj.d_input(x, y))
             loss_d = 0.5 * (gan_loss(pred_fake, False) + gan_loss(pred_real, True))
+            losses["d"] = self._finite("D", loss_d)
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_d)
-            losses["d"] = loss_d.item()
             D.requires_grad_(False)
         # G step: non-saturating (maximise log D(x, G(x))) plus λ·L1.
         self.opt_g.zero_grad(set_to_none=True)
@@ -258,6 +274,11 @@ class Trainer:
             loss_l1 = l1_loss(fake, y)
             loss_g = loss_g + obj.lambda_l1 * loss_l1
             losses["g_l1"] = loss_l1.item()
+        if self.teacher is not None:
+            loss_teacher, loss_feat = l1_loss(fake, t_out), feature_loss(s_features, t_features)
+            loss_g = loss_g + self.cfg.lambda_teacher * loss_teacher + self.cfg.lambda_feat * loss_feat
+            losses["g_teacher"], losses["g_feat"] = loss_teacher.item(), loss_feat.item()
+        self._finite("G", loss_g)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
@@ -265,19 +286,34 @@ class Trainer:
             D.requires_grad_(True)
         return losses
 
-    # --- validation, samples, checkpoints ------------------------------------------
+    def _finite(self, name: str, loss: torch.Tensor) -> float:
+        """The loss's value; NonFiniteLoss on every rank (before any backward or step) if it is not finite on any."""
+        value = loss.item()
+        bad = not math.isfinite(value)
+        ranks = flagged_ranks(bad, self.device) if self.world > 1 else [self.rank] * bad
+        if ranks:
+            raise NonFiniteLoss(name, ranks, self.world)
+        return value
+
+    # --- validation, samples, checkpoints -----------------------------------------------
     @torch.no_grad()
     def validate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """L1 on the fixed validation batch, with fixed masks so numbers compare across iterations."""
-        g = torch.Generator().manual_seed(1234)
-        n, _, h, w = x.shape
-        masks = [draw_mask(s, self.spec.dropout_p, generator=g).to(self.device)
-                 for s in self.spec.mask_shapes(n, h, w)]
-        fake = self.G(x.to(self.device), masks).float().cpu()
-        return float((fake - y).abs().mean()), fake
+        """Mean L1 over the validation images, translated the way the runtime and p2p-eval translate them.
+
+        Each image is its own batch (BatchNorm with one image's statistics: the paper's instance
+        norm at test time; a batch would mix the statistics of unrelated images) and its masks
+        come from the runtime's MaskSampler, per-frame, seed VAL_SEED, in order: the number
+        equals ``p2p-eval RUN --data DATA --seed 0 -k 1`` on the same images.
+        """
+        sampler = MaskSampler(self.spec, "per-frame", VAL_SEED)
+        _, _, h, w = x.shape
+        fakes = [self.G(x[i:i + 1].to(self.device),
+                        [torch.from_numpy(m).to(self.device) for m in sampler(1, h, w)]).float().cpu()
+                 for i in range(len(x))]
+        fake = torch.cat(fakes)
+        return float((fake - y).abs().mean(dim=(1, 2, 3)).double().mean()), fake
 
     def checkpoint_state(self) -> dict:
-        st = self.state
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -290,19 +326,34 @@ class Trainer:
             "discriminator": self.D.state_dict() if self.D else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict() if self.opt_d else None,
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict() if self.sched_d else None,
             "scaler": self.scaler.state_dict(),
-            "epoch": st.epoch, "epoch_step": st.epoch_step, "iteration": st.iteration,
-            "seconds": st.seconds, "rng": rng,
+            "adapters": self.student.adapters.state_dict() if self.student else None,
+            "teacher": self.teacher_info,  # which teacher (path, SHA-256, spec): a resume checks it is the same
+            "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),  # the epoch for readers
+            "seconds": self.seconds, "rng": rng,
         }
 
     def save(self) -> Path:
+        """Write checkpoint.pt atomically, unless a weight is no longer finite (then TrainError, nothing written)."""
         path = self.out / CHECKPOINT_NAME
+        bad = not all(bool(torch.isfinite(p).all()) for net in (self.G, self.D) if net for p in net.parameters())
+        if any_rank(bad, self.device) if self.world > 1 else bad:
+            raise TrainError(f"the weights became non-finite at iteration {self.iteration} and were not saved: "
+                             f"{self.kept()}; lower --lr (or try --no-amp)")
         state = self.checkpoint_state()  # on every rank: it gathers their RNG states
         if self.main:
             save_checkpoint(state, path)
+        self.saved_iteration = self.iteration
         return path
+
+    def kept(self) -> str:
+        """What the run folder holds now, in words, for messages about a run that went wrong."""
+        path = self.out / CHECKPOINT_NAME
+        if self.saved_iteration is not None:
+            return f"{path} holds iteration {self.saved_iteration}, untouched"
+        if path.exists():
+            return f"no checkpoint was written by this run ({path} from before it is untouched)"
+        return "no checkpoint was written"
 
     def _load(self, state: dict, path: Path) -> None:
         if state["spec"] != self.spec:
@@ -317,20 +368,26 @@ class Trainer:
         if (state["discriminator"] is None) != (self.D is None) or stored_obj.conditional != self.objective.conditional:
             raise TrainError(f"cannot resume: {path} was trained with --objective {stored_obj.name}"
                              f"{' --unconditional' if stored_obj.unconditional else ''}; pass the same objective")
+        if self.teacher_info and (state.get("teacher") or {}).get("sha256") != self.teacher_info["sha256"]:
+            raise TrainError(f"cannot resume: the teacher {self.teacher_info['path']} is not the one this run "
+                             "started from (its checkpoint changed); restore it, or distil again with a new --out")
         try:
             self.G.load_state_dict(state["generator"])
+            if self.student:
+                self.student.adapters.load_state_dict(state["adapters"])
+            self.opt_g.load_state_dict(state["opt_g"])
             if self.D:
                 self.D.load_state_dict(state["discriminator"])
                 self.opt_d.load_state_dict(state["opt_d"])
-                self.sched_d.load_state_dict(state["sched_d"])
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.sched_g.load_state_dict(state["sched_g"])
-            self.scaler.load_state_dict(state["scaler"])
+            if state["scaler"] or not self.scaler.is_enabled():
+                self.scaler.load_state_dict(state["scaler"])
+            # else: a run without a grad scaler (CPU, bf16, fp32) continues with fp16: a fresh scaler
         except (RuntimeError, ValueError, KeyError) as exc:
             raise TrainError(f"cannot resume: {path} does not fit this architecture "
                              f"({first_line(exc, 160)}); pass the run's original flags or use a new --out") from None
-        self.state = RunState(state["epoch"], state["epoch_step"], state["iteration"], state.get("seconds", 0.0),
-                              self._read_history())
+        self.iteration, self.seconds = state["iteration"], state.get("seconds", 0.0)
+        self.saved_iteration = self.iteration
+        self.history = self._read_history()
         rng = state["rng"]
         ranks = rng.get("ranks", [rng])
         if len(ranks) == self.world:
@@ -347,95 +404,119 @@ class Trainer:
             return []
         return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
+    def note(self, record: dict) -> None:
+        """A line in log.jsonl about this iteration (e.g. flags changed on resume)."""
+        self._log({"iter": self.iteration, **record})
+
     def _log(self, record: dict) -> None:
         if not self.main:
             return
-        self.state.history.append(record)
+        self.history.append(record)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tb:
+            self.tb.record(record)
 
     def _report(self, vx, vy) -> float:
-        if self._last_report and self._last_report[0] == self.state.iteration:
+        """Validation L1 into the log, a sample grid and the loss curve; once per iteration."""
+        it = self.iteration
+        if self._last_report and self._last_report[0] == it:
             return self._last_report[1]
         val_l1, fake = self.validate(vx, vy)
-        self._last_report = (self.state.iteration, val_l1)
-        it = self.state.iteration
-        self._log({"iter": it, "epoch": self.state.epoch, "val_l1": round(val_l1, 6)})
+        self._last_report = (it, val_l1)
+        self._log({"iter": it, "epoch": self.epoch_of(it), "val_l1": round(val_l1, 6)})
         if self.main:
-            write_sample_grid(self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
-            plot_losses(self.state.history, self.out / "loss.png")
+            grid = write_sample_grid(self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
+            if self.tb:
+                self.tb.grid(grid, it)
+            plot_losses(self.history, self.out / "loss.png")
         return val_l1
 
-    # --- the loop -----------------------------------------------------------------
+    # --- the loop -----------------------------------------------------------------------
     def _on_sigint(self, signum, frame):
         if self._stop:  # a second Ctrl-C: stop now; the last checkpoint on disk is intact
             raise KeyboardInterrupt
         self._stop = True
 
-    def total_iterations(self) -> int:
-        by_epochs = (self.cfg.epochs + self.cfg.epochs_decay) * self.steps_per_epoch()
-        return min(by_epochs, self.cfg.iters) if self.cfg.iters else by_epochs
+    def _say_expected_time(self, seconds: float, total: int) -> None:
+        """Once the pace is known: how long the rest will take here (on stderr, above the progress bar)."""
+        if not self.main:
+            return
+        pace = seconds / PACE_PROBE
+        left = (total - self.iteration) * pace
+        done = time.strftime("%H:%M", time.localtime(time.time() + left))
+        tqdm.write(f"{total - self.iteration} iterations to go at {pace:.2f} s each: about "
+                   + (f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s") + f" here (done around {done})",
+                   file=sys.stderr)
+
+    def _should_stop(self) -> bool:
+        """Ctrl-C on any rank: ranks must agree to stop at the same step."""
+        return any_rank(self._stop, self.device) if self.world > 1 else self._stop
 
     def run(self) -> dict:
-        cfg, st = self.cfg, self.state
+        cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if self.main:
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         total = self.total_iterations()
-        vx, vy = self.validation_batch()
-        if st.iteration == 0:
-            self._report(vx, vy)
-        old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        bar = tqdm(total=total, initial=min(st.iteration, total), disable=not (cfg.progress and self.main),
-                   unit="it", dynamic_ncols=True)
         n_epochs = cfg.epochs + cfg.epochs_decay
+        vx, vy = self.validation_batch()
+        if self.iteration == 0:
+            self._report(vx, vy)
+        if self.main and total > self.iteration:
+            tqdm.write(f"training {total - self.iteration} iterations into {self.out} ({self.steps_per_epoch} "
+                       f"batches an epoch); the expected time follows after {PACE_PROBE}", file=sys.stderr)
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(total=total, initial=min(self.iteration, total), disable=not (cfg.progress and self.main),
+                   unit="it", dynamic_ncols=True)
         interrupted = False
+        start, t_begin = self.iteration, time.perf_counter()
+        t_last = t_begin
         try:
-            while st.iteration < total and st.epoch < n_epochs:
-                t_start = time.perf_counter()
-                for x, y in self.loader(st.epoch, st.epoch_step):
-                    x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-                    if cfg.channels_last:
-                        x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
-                    losses = self.step(x, y)
-                    if not all(math.isfinite(v) for v in losses.values()):
-                        self.save()
-                        raise TrainError(f"losses became non-finite at iteration {st.iteration + 1} ({losses}); "
-                                         "lower --lr or turn off --amp; the last good checkpoint is kept")
-                    st.iteration += 1
-                    st.epoch_step += 1
-                    now = time.perf_counter()
-                    st.seconds += now - t_start
-                    rate = x.shape[0] * self.world / max(now - t_start, 1e-9)
-                    t_start = now
-                    bar.update(1)
-                    bar.set_postfix_str(f"ep {st.epoch + 1}/{n_epochs} " + " ".join(
-                        f"{k} {v:.3f}" for k, v in losses.items()) + f" {rate:.1f} img/s")
-                    if st.iteration % cfg.log_every == 0 or st.iteration == total:
-                        self._log({"iter": st.iteration, "epoch": st.epoch,
-                                   **{f"loss_{k}": round(v, 6) for k, v in losses.items()},
-                                   "lr": self.opt_g.param_groups[0]["lr"], "img_per_s": round(rate, 3)})
-                    if st.iteration % cfg.sample_every == 0:
-                        self._report(vx, vy)
-                    if st.iteration % cfg.save_every == 0:
-                        self.save()
-                    if any_rank(self._stop, self.device) if self.world > 1 else self._stop:
-                        interrupted = True
-                        break
-                    if st.iteration >= total:
-                        break
-                if interrupted or st.iteration >= total and st.epoch_step < self.steps_per_epoch():
+            for it, (x, y, has_target) in zip(range(self.iteration, total), self.batches(self.iteration)):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                has_target = has_target.to(self.device) if self.teacher is not None else None
+                if cfg.channels_last:
+                    x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+                lr = self.lr_at(it)
+                for opt in (self.opt_g, self.opt_d):
+                    if opt:
+                        for group in opt.param_groups:
+                            group["lr"] = lr
+                try:
+                    losses = self.step(x, y, has_target)
+                except NonFiniteLoss as exc:
+                    raise TrainError(f"the {exc.name} loss became non-finite at iteration {it + 1}{exc.where}; "
+                                     f"nothing was saved after it: {self.kept()}; lower --lr (or try --no-amp)"
+                                     ) from None
+                self.iteration = it + 1
+                now = time.perf_counter()
+                self.seconds += now - t_last
+                rate = x.shape[0] * self.world / max(now - t_last, 1e-9)
+                t_last = now
+                bar.update(1)
+                if it + 1 - start == PACE_PROBE and total - self.iteration > PACE_PROBE:
+                    self._say_expected_time(time.perf_counter() - t_begin, total)
+                bar.set_postfix_str(f"ep {self.epoch_of(it) + 1}/{n_epochs} " + " ".join(
+                    f"{k} {v:.3f}" for k, v in losses.items()) + f" {rate:.1f} img/s")
+                if self.iteration % cfg.log_every == 0 or self.iteration == total:
+                    self._log({"iter": self.iteration, "epoch": self.epoch_of(it),
+                               **{f"loss_{k}": round(v, 6) for k, v in losses.items()},
+                               "lr": lr, "img_per_s": round(rate, 3)})
+                if self.iteration % cfg.sample_every == 0:
+                    self._report(vx, vy)
+                if self.iteration % cfg.save_every == 0:
+                    self.save()
+                if self._should_stop():
+                    interrupted = True
                     break
-                st.epoch += 1
-                st.epoch_step = 0
-                self.sched_g.step()
-                if self.sched_d:
-                    self.sched_d.step()
         finally:
             bar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
         val_l1 = self._report(vx, vy) if not interrupted else None
         path = self.save()
-        return {"checkpoint": path, "iteration": st.iteration, "epoch": st.epoch,
+        if self.tb:
+            self.tb.close()
+        return {"checkpoint": path, "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),
                 "interrupted": interrupted, "val_l1": val_l1}

@@ -15,12 +15,13 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from p2p.runtime.errors import UserError
 
 GSTREAMER_HINT = ("this OpenCV has no GStreamer support (pip's opencv wheels never do), so a pipeline "
                   "cannot be opened: on Jetson use JetPack's OpenCV (venv created with --system-site-packages)")
 
 
-class CaptureError(RuntimeError):
+class CaptureError(UserError, RuntimeError):
     """A source that cannot be opened or stopped delivering frames; the message is one line for the user."""
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import click
 import cv2
+from tqdm import tqdm
 
+from p2p.runtime.errors import OutputError
 from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image
 
 from .options import model_options, open_translator, user_errors
@@ -32,8 +34,6 @@ def video_main(model, input, output, side_by_side, max_frames, no_progress, **op
       p2p-video model.onnx street.mp4 out.mp4 --side-by-side --noise per-frame --seed 1
       p2p-video model.engine clip.avi out.avi --fit pad --size 512
     """
-    from tqdm import tqdm
-
     translator = open_translator(model, **opts)
     bar = None
 
@@ -87,7 +87,7 @@ def translate_main(model, images, out_dir, samples, **opts):
                 result = translator.translate(frame)  # one frame per run: statistics of this image alone
                 target = out_dir / (f"{stem}_s{k}.png" if samples > 1 else f"{stem}.png")
                 if not cv2.imwrite(str(target), result):
-                    raise OSError(f"cannot write {target}")
+                    raise OutputError(f"cannot write {target} (folder gone, no permission, or disk full?)")
     click.echo(f"translated {len(files)} image(s) × {samples} into {out_dir} "
                f"({translator.describe()}, seed {translator.seed})")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from p2p.runtime.errors import UserError
 
 from .x11 import X11
 
@@ -34,7 +35,7 @@ CLOSE_PROBE_PERIOD = 0.25  # seconds between asks to the X server whether the wi
 FONT = cv2.FONT_HERSHEY_DUPLEX  # two strokes: reads clearly (people and OCR) down to the smallest scale
 
 
-class DisplayError(RuntimeError):
+class DisplayError(UserError, RuntimeError):
     """No window can be shown here; the message says what to do instead."""
 
 

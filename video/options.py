@@ -1,35 +1,13 @@
 """What p2p-live, p2p-video and p2p-translate share: model options, and errors as one-line messages."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
-from p2p.runtime.artifacts import ArtifactError
 from p2p.runtime.backends import BACKENDS
-from p2p.runtime.errors import first_line
-from p2p.runtime.images import ImageError
+from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.masks import NOISE_MODES
-from p2p.runtime.ort_backend import BackendUnavailable
-from p2p.runtime.spec import SpecError
 from p2p.runtime.translator import FIT_MODES, Translator, parse_size
-
-from .capture import CaptureError
-from .display import DisplayError
-
-# The errors a user can cause (bad file, missing package, wrong size, ...): shown as one line.
-USER_ERRORS = (ArtifactError, SpecError, BackendUnavailable, ImageError, CaptureError, DisplayError, ValueError,
-               OSError)
-
-
-@contextlib.contextmanager
-def user_errors():
-    try:
-        yield
-    except click.ClickException:
-        raise
-    except USER_ERRORS as exc:
-        raise click.ClickException(first_line(exc, limit=10_000))
 
 
 def model_options(noise_default: str):

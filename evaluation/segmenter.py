@@ -25,10 +25,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from p2p.runtime.errors import UserError
 from p2p.runtime.files import atomic_write
 from p2p.runtime.spec import ModelSpec
 
-from .data import PairDataset, resolve_split
+from p2p.runtime.pairs import PairDataset, resolve_split
 
 # CMP facade palette, RGB, in class-id order (1 background ... 12 shop; index 0 here = id 1).
 CMP_CLASSES = ("background", "facade", "window", "door", "cornice", "sill",
@@ -43,7 +44,7 @@ SEGMENTER_VERSION = 2  # 2: weights initialised from cfg.seed (1 used the global
 MAX_LABEL_DISTANCE = 70.0
 
 
-class SegmenterError(ValueError):
+class SegmenterError(UserError, ValueError):
     """The segmentation score cannot be computed here; the message says why."""
 
 
@@ -126,12 +127,12 @@ def load_pairs(folder: Path, direction: str, size: int) -> tuple[np.ndarray, np.
     photos, ids = [], []
     for i in range(len(ds)):
         x, y = ds[i]
-        lab, dist = label_ids(tensor_to_rgb(x.numpy(), spec))
+        lab, dist = label_ids(tensor_to_rgb(x, spec))
         if dist > MAX_LABEL_DISTANCE:
             raise SegmenterError(
                 f"{ds.pairs[i].a.name}: the input side (direction {direction}) is not a CMP label map "
                 f"(mean distance {dist:.0f} to the palette): the segmenter needs facades labels→photo data")
-        photos.append(tensor_to_rgb(y.numpy(), spec))
+        photos.append(tensor_to_rgb(y, spec))
         ids.append(lab)
     return np.stack(photos), np.stack(ids)
 

@@ -1,12 +1,12 @@
-"""p2p-eval: how good is a model? Metrics over a data split, a segmentation score, an HTML page.
+"""How good is a model? Metrics over a data split, a segmentation score, an HTML page.
 
 A model is a run folder, a checkpoint, or an exported artifact (.onnx, .engine).
 Artifacts run through ``p2p.runtime.Translator``, so the numbers describe exactly
-what ships; checkpoints run the PyTorch generator. Both see the same inputs (the
-training code's own data pipeline, no jitter) and the same dropout masks (drawn
-by the runtime's MaskSampler from --seed), so with equal weights they agree.
-Images are translated one at a time: batch statistics at batch size 1, the paper's
-instance normalisation.
+what ships, and need no torch; checkpoints run the PyTorch generator (training is
+imported only then). Both see the same inputs (the runtime's paired-data reader, no
+jitter) and the same dropout masks (drawn by the runtime's MaskSampler from ``seed``),
+so with equal weights they agree. Images are translated one at a time: batch
+statistics at batch size 1, the paper's instance normalisation.
 """
 from __future__ import annotations
 
@@ -15,39 +15,52 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
-import click
 import numpy as np
-from p2p.runtime.errors import first_line
+from p2p.runtime.artifacts import MODEL_SUFFIXES, ArtifactError
+from p2p.runtime.errors import BackendUnavailable, OutputError, UserError, first_line
 from p2p.runtime.files import write_atomic
+from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
+from p2p.runtime.masks import MaskSampler
+from p2p.runtime.pairs import DataError, PairDataset, resolve_split
+from p2p.runtime.spec import ModelSpec, SpecError
+from p2p.runtime.translator import Translator
+from tqdm import tqdm
 
-EXAMPLE = """
-\b
-Examples:
-  p2p-eval runs/facades --data ../shared/data/facades                    # val split, report in runs/facades/eval-val
-  p2p-eval model.onnx --data ../shared/data/facades --segmenter --report out/
-  p2p-eval runs/color/checkpoint.pt --data ../shared/data/photos --noise off
-"""
-
-ARTIFACT_SUFFIXES = (".onnx", ".engine")
+from . import metrics as M
+from .html_report import std_heatmap, write_report
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """An evaluation that cannot run; the message says what to fix."""
 
 
 # --- models: one interface for checkpoints and shipped artifacts --------------------
+class Model(Protocol):
+    """What ``evaluate`` scores: TorchModel (a checkpoint) or ArtifactModel (.onnx, .engine)."""
+
+    path: Path
+    spec: ModelSpec
+    kind: str      # "checkpoint", "onnx", "engine"
+    backend: str   # what runs it: "pytorch-cpu", "ort-cpu", "tensorrt", ...
+
+    def run(self, x: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
+        """(N, C, H, W) float32 in [-1, 1] and the dropout masks → the generator's output."""
+
+
 class TorchModel:
     """A checkpoint's generator, run by PyTorch on the CPU (or the device given)."""
 
     kind = "checkpoint"
 
     def __init__(self, path: Path, device: str = "cpu"):
+        # torch and training only for checkpoints: exported models are scored without them
         import torch
-
-        from .checkpoint import load_generator
+        from p2p.training.checkpoint import load_generator
 
         self._torch = torch
+        self.path = Path(path)
         self.generator, self.spec, _ = load_generator(path, map_location=device)
         self.generator.to(device).eval()  # eval() changes nothing (no running stats), kept for clarity
         self.device = device
@@ -65,8 +78,7 @@ class ArtifactModel:
     """An exported model run through the runtime's Translator (what p2p-live and p2p-video run)."""
 
     def __init__(self, path: Path, backend: str = "auto"):
-        from p2p.runtime.translator import Translator
-
+        self.path = Path(path)
         self.translator = Translator(path, backend=backend, noise="off")
         self.spec = self.translator.spec
         self.kind = Path(path).suffix.lstrip(".").lower()
@@ -76,43 +88,31 @@ class ArtifactModel:
         return self.translator.run(x, masks)
 
 
-def open_model(path: Path, backend: str = "auto"):
+def open_model(path: Path, backend: str = "auto") -> Model:
     """A run folder or checkpoint → TorchModel; .onnx/.engine → ArtifactModel. Errors as EvalError."""
-    from p2p.runtime.artifacts import ArtifactError
-    from p2p.runtime.ort_backend import BackendUnavailable
-    from p2p.runtime.spec import SpecError
-
-    from .checkpoint import CheckpointError
-
     path = Path(path)
-    try:
-        if path.suffix.lower() in ARTIFACT_SUFFIXES and not path.is_dir():
+    if path.suffix.lower() in MODEL_SUFFIXES and not path.is_dir():
+        try:
             return ArtifactModel(path, backend)
-        if backend != "auto":
-            raise EvalError(f"--backend {backend} is for .onnx/.engine files; {path} is a checkpoint")
-        return TorchModel(path)
-    except (CheckpointError, ArtifactError, BackendUnavailable, SpecError) as exc:
-        raise EvalError(str(exc)) from None
-    except Exception as exc:  # onnxruntime raises its own types for corrupt files
-        if path.suffix.lower() in ARTIFACT_SUFFIXES:
+        except (ArtifactError, BackendUnavailable, SpecError) as exc:
+            raise EvalError(str(exc)) from None
+        except Exception as exc:  # onnxruntime raises its own types for corrupt files
             raise EvalError(f"{path}: cannot open this model ({first_line(exc, 200)})") from None
-        raise
+    if backend != "auto":
+        raise EvalError(f"--backend {backend} is for .onnx/.engine files; {path} is a checkpoint")
+    from p2p.training.checkpoint import CheckpointError  # torch: only a checkpoint brings it in
+    try:
+        return TorchModel(path)
+    except CheckpointError as exc:
+        raise EvalError(str(exc)) from None
 
 
 # --- the evaluation ------------------------------------------------------------------
-def evaluate(model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,
+def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,
              layout: str = "auto", noise: str = "per-frame", samples: int = 4, seed: int = 0,
-             limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config=None,
+             limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config: dict | None = None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
     """Score ``model`` on ``data``/``split``; returns (results for metrics.json, rows for the page)."""
-    from p2p.runtime.images import input_to_bgr, output_to_bgr, target_to_bgr
-    from p2p.runtime.masks import MaskSampler
-    from p2p.runtime.spec import ModelSpec, SpecError
-    from tqdm import tqdm
-
-    from . import metrics as M
-    from .data import DataError, PairDataset, resolve_split
-
     spec = model.spec
     size = size or spec.image_size
     direction = direction or spec.direction
@@ -124,6 +124,10 @@ def evaluate(model, data: Path, *, split: str = "val", direction: str | None = N
         ds = PairDataset(folder, data_spec, layout, jitter=False)
     except (SpecError, DataError) as exc:
         raise EvalError(str(exc)) from None
+    warnings = data_fit_warnings(spec, ds)
+    for line in warnings:
+        if log:
+            log(f"warning: {line}")
     n = min(len(ds), limit) if limit else len(ds)
     if noise != "per-frame":
         samples = 1  # fixed or no masks: every sample would be the same image
@@ -131,7 +135,7 @@ def evaluate(model, data: Path, *, split: str = "val", direction: str | None = N
 
     seg = None
     if segmenter:
-        seg = _SegmentationScore(spec, data, direction, seg_config, cache, log)
+        seg = _SegmentationScore(spec, data, direction, seg_config or {}, cache, log)
     running = M.Running()
     colour = spec.task == "colorize"
     out_imgs, target_imgs, page = [], [], []
@@ -139,7 +143,7 @@ def evaluate(model, data: Path, *, split: str = "val", direction: str | None = N
     t0 = time.perf_counter()
     for i in tqdm(range(n), disable=not progress, unit="img", dynamic_ncols=True, file=sys.stderr):
         try:
-            x, y = (t.numpy() for t in ds[i])
+            x, y = ds[i]
         except DataError as exc:
             raise EvalError(str(exc)) from None
         outs = [model.run(x[None], sampler(1, size, size))[0] for _ in range(max(samples, 1))]
@@ -157,17 +161,16 @@ def evaluate(model, data: Path, *, split: str = "val", direction: str | None = N
         if len(page) < rows:
             std = None
             if sample_imgs is not None:
-                from .html_report import std_heatmap
                 std = std_heatmap((sample_imgs.astype(np.float32) / 255.0).std(axis=0).mean(axis=2))
             page.append({**row, "input": input_to_bgr(x, spec), "output": out_img, "target": target_img, "std": std})
     summary = running.summary()
     if colour:
         summary["histogram_intersection"] = M.histogram_intersection(out_imgs, target_imgs)
     results = {
-        "model": str(getattr(model, "path", "")), "kind": model.kind, "backend": model.backend,
+        "model": str(model.path), "kind": model.kind, "backend": model.backend,
         "data": str(data), "split": split, "direction": direction, "size": size, "noise": noise,
         "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": summary,
-        "seconds": round(time.perf_counter() - t0, 2),
+        "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings,
     }
     if seg is not None:
         results["segmentation"] = seg.result()
@@ -178,18 +181,18 @@ def evaluate(model, data: Path, *, split: str = "val", direction: str | None = N
 class _SegmentationScore:
     """Accumulates the confusion matrices of generated and of real photos against the input labels."""
 
-    def __init__(self, spec, data: Path, direction: str, cfg, cache, log):
-        from . import segmenter as S
+    def __init__(self, spec, data: Path, direction: str, settings: dict, cache, log):
+        from . import segmenter as S  # torch: only --segmenter trains and runs a network
 
         if spec.task != "paired" or spec.in_channels != 3 or spec.out_channels != 3:
             raise EvalError("--segmenter scores labels→photo models (facades, --task paired); "
                             f"this model's task is {spec.task}")
         self.S = S
         self.spec = spec
-        self.cfg = cfg or S.SegConfig()
+        self.cfg = S.SegConfig(**settings)  # overrides of the segmenter's defaults (size, width, iters, ...)
         try:
             self.net = S.train_segmenter(data, direction, self.cfg, cache, log)
-        except (S.SegmenterError, ValueError) as exc:
+        except S.SegmenterError as exc:
             raise EvalError(f"--segmenter: {exc}") from None
         self.conf_fake = np.zeros((S.N_CLASSES, S.N_CLASSES), np.int64)
         self.conf_real = np.zeros_like(self.conf_fake)
@@ -213,31 +216,67 @@ class _SegmentationScore:
                 "chance_per_class_acc": 1.0 / S.N_CLASSES, "segmenter": asdict(self.cfg)}
 
 
-def default_report_dir(model: Path, split: str) -> Path:
+TASK_WORDS = {"edges": "edges→photo", "colorize": "grey→colour"}
+
+
+def data_fit_warnings(spec: ModelSpec, ds: PairDataset, probe: int = 8) -> list[str]:
+    """Why the data may not suit the model (its scores would then mean little); empty if nothing is seen."""
+    if spec.task not in TASK_WORDS or ds.layout != "photos":
+        return []  # paired data that does not fit is refused by the reader (wrong width, A/B names)
+    sizes = []
+    for src in ds.pairs[:probe]:
+        try:
+            h, w = read_image(src.a).shape[:2]
+        except ImageError:
+            continue  # the evaluation itself names a bad file
+        sizes.append(w == 2 * h)
+    if sizes and sum(sizes) > len(sizes) / 2:
+        return [f"{ds.folder} looks like aligned A|B pairs (images twice as wide as high), but this model is "
+                f"{TASK_WORDS[spec.task]} (trained on single photos): each pair is scored as one photo, so these "
+                "numbers say little; use a model trained on this data"]
+    return []
+
+
+def default_report_dir(model: Path, data: Path, split: str) -> Path:
+    """Named after the model and the data: RUN/eval-DATA-SPLIT, or MODEL-eval-DATA-SPLIT beside a model file."""
     model = Path(model)
+    tag = f"eval-{Path(data).resolve().name}-{split}"
     if model.is_dir():
-        return model / f"eval-{split}"
-    return model.parent / f"{model.stem}-eval-{split}"
+        return model / tag
+    return model.parent / f"{model.stem}-{tag}"
 
 
-def _finite(value):
+def earlier_report(folder: Path) -> str | None:
+    """What an existing report in ``folder`` scored, in words; None if there is none."""
+    try:
+        old = json.loads((Path(folder) / "metrics.json").read_text())
+        return f"{old['model']} on {old['data']} [{old['split']}]"
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unreadable report"
+
+
+def finite(value):
     """NaN/inf → null: metrics.json stays strict JSON (a flat target makes the sharpness ratio undefined)."""
     if isinstance(value, float) and not np.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
 def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
-    from .html_report import write_report
-
+    """metrics.json and index.html in ``folder``; returns the page's path (OutputError if it cannot be written)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / "metrics.json", json.dumps(_finite(results), indent=1))
-    return write_report(folder, results, page)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / "metrics.json", json.dumps(finite(results), indent=1))
+        return write_report(folder, results, page)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report to {folder}: {exc.strerror or exc}") from exc
 
 
 def summary_lines(results: dict) -> list[str]:
@@ -255,73 +294,3 @@ def summary_lines(results: dict) -> list[str]:
             lines.append(f"  segmentation ({name:9s}) per-pixel {v['per_pixel_acc']:.3f}  per-class {v['per_class_acc']:.3f}  "
                          f"IoU {v['class_iou']:.3f}")
     return lines
-
-
-# --- the command -------------------------------------------------------------------------
-@click.command(help="Score a pix2pix model on a data split: L1, PSNR, SSIM, sharpness, dropout diversity, "
-                    "colour histograms (colorisation), segmentation score (facades); writes metrics.json "
-                    "and an HTML page.\n\nMODEL: a p2p-train run folder, a checkpoint.pt, or a .onnx/.engine "
-                    "from p2p-export.\n" + EXAMPLE,
-               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder (with train/ and val/).")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
-              help="Which half of the data is the input. Default: the model's own (from its spec).")
-@click.option("--split", default="val", show_default=True, help="Sub-folder of --data to score.")
-@click.option("--layout", type=click.Choice(["auto", "aligned", "folders", "photos"]), default="auto", show_default=True)
-@click.option("--size", type=click.IntRange(1), default=None, help="Evaluation size. Default: the training size.")
-@click.option("--noise", type=click.Choice(["per-frame", "fixed", "off"]), default="per-frame", show_default=True,
-              help="per-frame: the paper's test-time dropout; off: deterministic (masks of ones).")
-@click.option("--samples", "-k", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Dropout samples per image for the diversity metric (per-frame noise only).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the dropout masks.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Score only the first N images.")
-@click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder for metrics.json and index.html. Default: RUN/eval-SPLIT, or beside the model file.")
-@click.option("--rows", type=click.IntRange(0), default=8, show_default=True, help="Image rows on the HTML page.")
-@click.option("--segmenter", is_flag=True,
-              help="Also the FCN-style segmentation score (facades labels→photo): trains a small segmenter on "
-                   "--data/train once and caches it.")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Segmenter cache folder. Default: ~/.cache/p2p.")
-@click.option("--seg-iters", type=click.IntRange(1), default=None,
-              help="Segmenter training iterations (default 1000; fewer for a quick, weaker check).")
-@click.option("--backend", default="auto", show_default=True, help="For .onnx/.engine: auto, tensorrt, ort-cpu, ...")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-def main(model, data, direction, split, layout, size, noise, samples, seed, limit, report, rows, segmenter, cache,
-         seg_iters, backend, no_progress):
-    if not model.exists():
-        raise click.ClickException(f"model {model} does not exist (a run folder, checkpoint.pt, or .onnx/.engine)")
-    if not data.is_dir():
-        raise click.ClickException(f"--data {data} is not a folder")
-    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    seg_config = None
-    if seg_iters:
-        from .segmenter import SegConfig
-        seg_config = SegConfig(iters=seg_iters)
-    try:
-        m = open_model(model, backend)
-        m.path = model
-        results, page = evaluate(m, data, split=split, direction=direction, size=size, layout=layout, noise=noise,
-                                 samples=samples, seed=seed, limit=limit, rows=rows, segmenter=segmenter,
-                                 seg_config=seg_config, cache=cache, progress=not no_progress, log=log)
-    except EvalError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ValueError as exc:  # shape and spec errors from the runtime
-        raise click.ClickException(first_line(exc, limit=10_000)) from None
-    results["model_name"] = model.resolve().name if model.is_dir() else model.name
-    folder = report or default_report_dir(model, split)
-    try:
-        html_path = write_outputs(folder, results, page)
-    except OSError as exc:
-        raise click.ClickException(f"cannot write the report to {folder}: {exc.strerror or exc}") from None
-    for line in summary_lines(results):
-        click.echo(line, err=True)
-    click.echo(f"  report: {html_path}", err=True)
-    out = _finite({k: v for k, v in results.items() if k not in ("per_image", "spec")})
-    out["report"] = str(html_path)
-    click.echo(json.dumps(out))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,80 @@
+"""p2p-eval: score a model on a data split and write metrics.json and an HTML page."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from p2p.runtime.cli_errors import user_errors
+
+from .evaluate import default_report_dir, earlier_report, evaluate, finite, open_model, summary_lines, write_outputs
+
+EXAMPLE = """
+\b
+Examples:
+  p2p-eval runs/facades --data ../shared/data/facades          # val split, report in runs/facades/eval-facades-val
+  p2p-eval model.onnx --data ../shared/data/facades --segmenter --report out/
+  p2p-eval runs/color/checkpoint.pt --data ../shared/data/photos --noise off
+"""
+
+
+@click.command(help="Score a pix2pix model on a data split: L1, PSNR, SSIM, sharpness, dropout diversity, "
+                    "colour histograms (colorisation), segmentation score (facades); writes metrics.json "
+                    "and an HTML page.\n\nMODEL: a p2p-train run folder, a checkpoint.pt, or a .onnx/.engine "
+                    "from p2p-export.\n" + EXAMPLE,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder (with train/ and val/).")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
+              help="Which half of the data is the input. Default: the model's own (from its spec).")
+@click.option("--split", default="val", show_default=True, help="Sub-folder of --data to score.")
+@click.option("--layout", type=click.Choice(["auto", "aligned", "folders", "photos"]), default="auto", show_default=True)
+@click.option("--size", type=click.IntRange(1), default=None, help="Evaluation size. Default: the training size.")
+@click.option("--noise", type=click.Choice(["per-frame", "fixed", "off"]), default="per-frame", show_default=True,
+              help="per-frame: the paper's test-time dropout; off: deterministic (masks of ones).")
+@click.option("--samples", "-k", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Dropout samples per image for the diversity metric (per-frame noise only).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the dropout masks.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Score only the first N images.")
+@click.option("--report", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for metrics.json and index.html. Default: RUN/eval-DATA-SPLIT, or MODEL-eval-DATA-SPLIT "
+                   "beside a model file (DATA: the data folder's name).")
+@click.option("--rows", type=click.IntRange(0), default=8, show_default=True, help="Image rows on the HTML page.")
+@click.option("--segmenter", is_flag=True,
+              help="Also the FCN-style segmentation score (facades labels→photo): trains a small segmenter on "
+                   "--data/train once and caches it.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Segmenter cache folder. Default: ~/.cache/p2p.")
+@click.option("--seg-iters", type=click.IntRange(1), default=None,
+              help="Segmenter training iterations (default 1000; fewer for a quick, weaker check).")
+@click.option("--backend", default="auto", show_default=True, help="For .onnx/.engine: auto, tensorrt, ort-cpu, ...")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def main(model, data, direction, split, layout, size, noise, samples, seed, limit, report, rows, segmenter, cache,
+         seg_iters, backend, no_progress):
+    if not model.exists():
+        raise click.ClickException(f"model {model} does not exist (a run folder, checkpoint.pt, or .onnx/.engine)")
+    if not data.is_dir():
+        raise click.ClickException(f"--data {data} is not a folder")
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    with user_errors():
+        m = open_model(model, backend)
+        results, page = evaluate(m, data, split=split, direction=direction, size=size, layout=layout, noise=noise,
+                                 samples=samples, seed=seed, limit=limit, rows=rows, segmenter=segmenter,
+                                 seg_config={"iters": seg_iters} if seg_iters else None, cache=cache,
+                                 progress=not no_progress, log=log)
+        results["model_name"] = model.resolve().name if model.is_dir() else model.name
+        folder = report or default_report_dir(model, data, split)
+        replaced = earlier_report(folder)
+        html_path = write_outputs(folder, results, page)
+    if replaced:
+        log(f"replaced the earlier report in {folder} ({replaced})")
+    for line in summary_lines(results):
+        click.echo(line, err=True)
+    click.echo(f"  report: {html_path}", err=True)
+    out = finite({k: v for k, v in results.items() if k not in ("per_image", "spec")})
+    out["report"] = str(html_path)
+    click.echo(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""p2p-export's pipeline: checkpoint → ONNX (fp32, fp16 or int8) → [--verify] → [TensorRT engine].
+
+One function, ``export_checkpoint``, that the CLI calls after parsing its options.
+Every input that can be wrong (checkpoint, output folders, engine shapes, calibration
+folder) is checked before the minutes-long work starts.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from p2p.runtime import contract
+from p2p.runtime.spec import ModelSpec
+from p2p.training.checkpoint import load_generator
+
+from .fp16 import to_fp16
+from .int8 import calibration_inputs, compare, quantize_int8
+from .onnx_export import build_onnx, check_writable, write_model
+from .tensorrt_build import Shapes, build_engine
+from .verify import verify_onnx
+
+
+def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32", verify: bool = False,
+                      calib: Path | None = None, norm: str | None = None, engine: Path | None = None,
+                      shapes: Shapes | None = None, timing_cache: Path | None = None,
+                      workspace_gb: float | None = None, log: Callable[[str], None] = print) -> Path:
+    """Export ``source`` (a run folder or checkpoint) to ``onnx_path``; returns the ONNX path.
+
+    precision: "fp32", "fp16" or "int8" (calibrated on the frames in ``calib``); ``verify``: ONNX
+    Runtime vs PyTorch on identical masks; ``norm``: how batch statistics are written (graph.NORMS);
+    ``engine``: also build this TensorRT engine, for the profile ``shapes`` (default: the training
+    size, batch 1), with ``timing_cache`` and ``workspace_gb``.
+    """
+    generator, spec, _ = load_generator(source)
+    check_writable(onnx_path)
+    if engine is not None:
+        check_writable(engine)
+        shapes = (shapes or Shapes.single(spec)).validated(spec)
+    if precision == "int8":
+        calibration_inputs(calib, spec, limit=1)  # a wrong folder fails now, not after the export
+
+    log(f"exporting {spec.generator} generator (depth {spec.depth}, ngf {spec.ngf}, "
+        f"{spec.dropout_blocks} dropout masks) to {onnx_path} ...")
+    model32 = build_onnx(generator, spec, norm=norm)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_path = onnx_path if precision == "fp32" else Path(tmp) / "model.fp32.onnx"
+        if precision == "fp32" or precision == "int8" or engine is not None:
+            # int8 quantises an fp32 file, and TensorRT 10 builds FP16 from one (with a builder flag)
+            write_model(model32, spec, "fp32", fp32_path)
+        if precision == "int8":
+            if verify:
+                _verify(fp32_path, generator, log)
+            _, frames = quantize_int8(fp32_path, onnx_path, calib)
+            _wrote(onnx_path, spec, "int8", log)
+            r = compare(fp32_path, onnx_path, frames)
+            log(f"  int8 vs fp32 on {min(len(frames), 4)} calibration frames: max abs diff {r['max_diff']:.3f}, "
+                f"mean {r['mean_diff']:.4f}; ONNX Runtime CPU {r['ms_fp32']:.1f} → {r['ms_int8']:.1f} ms/frame")
+            return onnx_path
+        if precision == "fp16":
+            write_model(to_fp16(model32), spec, "fp16", onnx_path)
+        _wrote(onnx_path, spec, precision, log)
+        if verify:
+            _verify(onnx_path, generator, log)
+        if engine is not None:
+            # TensorRT 10 takes FP16 as a builder flag on the fp32 file; 11 is strongly typed and needs the FP16 file
+            fp16 = precision == "fp16"
+            build_engine(fp32_path, engine, shapes=shapes, fp16=fp16, fp16_onnx_path=onnx_path if fp16 else None,
+                         timing_cache=timing_cache, workspace_gb=workspace_gb, log=log)
+            log(f"wrote {engine} and {engine.name}.json")
+    return onnx_path
+
+
+def _wrote(path: Path, spec: ModelSpec, precision: str, log) -> None:
+    log(f"wrote {path} ({precision}, {path.stat().st_size / 1e6:.1f} MB); inputs: "
+        + ", ".join(contract.signature(spec)))
+
+
+def _verify(path: Path, generator, log) -> None:
+    result = verify_onnx(path, generator)
+    for line in result.lines():
+        log("  " + line)
+    result.check()

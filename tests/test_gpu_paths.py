@@ -1,0 +1,234 @@
+"""The GPU and deployment paths, proven on a CPU machine with fakes.
+
+What each fake stands for is read from the real API sources: ONNX Runtime's
+``get_providers()`` after a provider could not start, cuda-python's error codes, TensorRT
+8.x's implicit-batch default. benchmarks/gpu_check.py runs the same paths on a real GPU.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+import types
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from conftest import ROOT
+from p2p.runtime import Translator, contract, ort_backend, trt_backend
+from p2p.runtime.errors import BackendUnavailable
+from test_runtime import export_tiny
+
+GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return export_tiny("paired", tmp_path_factory.mktemp("gpu"))[0]
+
+
+class FakeGpuOrt:
+    """onnxruntime-gpu on a machine where some providers cannot start.
+
+    ``starts``: the providers that really start. Like ORT, a provider that cannot start is
+    skipped (a warning in its log) and the session runs on the next one; ``raises``: ones
+    whose creation raises instead (e.g. a CUDA failure inside the provider's constructor).
+    Sessions really run, on the CPU.
+    """
+
+    def __init__(self, monkeypatch, starts=("CPUExecutionProvider",), raises=()):
+        self.requests: list[list] = []
+        self.kwargs: list[dict] = []
+        real = ort.InferenceSession
+        fake = self
+
+        class Session:
+            def __init__(self, path, options=None, providers=None, **kwargs):
+                fake.requests.append(providers)
+                fake.kwargs.append(kwargs)
+                names = [p if isinstance(p, str) else p[0] for p in providers]
+                if any(n in raises for n in names[:1]):
+                    raise RuntimeError(f"CUDA failure 100: no CUDA-capable device is detected ; GPU=0 ({names[0]})")
+                self._providers = [n for n in names if n in starts]
+                self._real = real(path, options, providers=["CPUExecutionProvider"])
+
+            def get_providers(self):
+                return self._providers
+
+            def __getattr__(self, name):
+                return getattr(self._real, name)
+
+        monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: list(GPU_BUILD))
+        monkeypatch.setattr(ort_backend.ort, "InferenceSession", Session)
+
+
+# --- defect 6: ONNX Runtime providers must not fall back silently ---------------------------------
+@pytest.mark.parametrize("backend", ["ort-cuda", "ort-tensorrt"])
+def test_an_asked_for_gpu_provider_that_does_not_start_is_an_error(model, monkeypatch, backend):
+    FakeGpuOrt(monkeypatch)  # onnxruntime-gpu, but no usable GPU: sessions come up on the CPU
+    with pytest.raises(BackendUnavailable, match=f"{backend}.*{ort_backend.PROVIDERS[backend]}.*ort-cpu"):
+        Translator(model, backend=backend)
+
+
+def test_a_provider_that_raises_is_named_not_called_a_corrupt_file(model, monkeypatch):
+    FakeGpuOrt(monkeypatch, raises=("CUDAExecutionProvider",))
+    with pytest.raises(BackendUnavailable, match="ort-cuda could not start.*CUDA failure 100"):
+        Translator(model, backend="ort-cuda")
+
+
+def test_auto_reports_the_provider_that_really_runs(model, monkeypatch, capsys):
+    fake = FakeGpuOrt(monkeypatch)
+    tr = Translator(model, backend="auto", noise="off")
+    assert tr.backend_name == "ort-cpu"
+    assert [s.split(":")[0] for s in tr.backend.skipped] == ["ort-tensorrt", "ort-cuda"]
+    assert all(k.get("enable_fallback") == 0 for k in fake.kwargs)  # no silent retry without our options
+    assert tr(np.full((64, 64, 3), 100, np.uint8)).shape == (64, 64, 3)
+    assert capsys.readouterr().out == ""  # no ORT fallback banner on stdout
+
+
+def test_auto_on_cuda_without_tensorrt_libraries(model, monkeypatch):
+    FakeGpuOrt(monkeypatch, starts=("CUDAExecutionProvider", "CPUExecutionProvider"))
+    tr = Translator(model, backend="auto", noise="off")
+    assert tr.backend_name == "ort-cuda" and tr.backend.skipped[0].startswith("ort-tensorrt")
+
+
+def test_tensorrt_provider_gets_a_profile_for_every_input_and_cuda_as_fallback(model, monkeypatch, tmp_path):
+    fake = FakeGpuOrt(monkeypatch, starts=tuple(GPU_BUILD))
+    tr = Translator(model, backend="ort-tensorrt", fit="pad", size="200x120", trt_cache=tmp_path)
+    assert tr.backend_name == "ort-tensorrt"
+    providers = fake.requests[-1]
+    assert [p if isinstance(p, str) else p[0] for p in providers] == GPU_BUILD  # CUDA, then CPU, behind TensorRT
+    assert providers[1][1]["use_tf32"] == "0"
+    options = providers[0][1]
+    spec, m = tr.spec, tr.spec.multiple  # 64 for the tiny model
+    ranges = {}
+    for key in ("min", "opt", "max"):
+        entries = dict(e.split(":") for e in options[f"trt_profile_{key}_shapes"].split(","))
+        assert list(entries) == contract.input_names(spec)  # the image and every mask
+        ranges[key] = entries
+    # --fit pad into a 200x120 box: multiples of 64 from 64x64 up to 256x128 (the box rounded up)
+    assert ranges["min"]["image"] == f"1x3x{m}x{m}" and ranges["max"]["image"] == "1x3x128x256"
+    assert ranges["max"]["dropout_mask_0"] == "x".join(map(str, contract.mask_shapes(spec, 1, 128, 256)[0]))
+    assert options["trt_fp16_enable"] is False and options["trt_engine_cache_path"] == str(tmp_path)
+    for shape in ((45, 200, 3), (120, 120, 3)):  # frames of other sizes stay inside the profile
+        frame = np.full(shape, 90, np.uint8)
+        _, placement = tr.preprocess(frame)
+        assert (1, placement.mh, placement.mw) <= (1, 128, 256) and placement.mh % m == placement.mw % m == 0
+
+
+# --- defect 8: a driver too old for the CUDA packages is named as such -----------------------------
+class FakeCudart:
+    """cuda-python's runtime module: calls return (error, value) tuples."""
+
+    def __init__(self, device_error: int, count: int = 0, driver: int = 12020, runtime: int = 13000):
+        codes = {"cudaSuccess": 0, "cudaErrorInsufficientDriver": 35, "cudaErrorCallRequiresNewerDriver": 36,
+                 "cudaErrorNoDevice": 100, "cudaErrorUnknown": 999}
+        self.cudaError_t = types.SimpleNamespace(**codes)
+        self._names = {v: k for k, v in codes.items()}
+        self.device_error, self.count, self.driver, self.runtime = device_error, count, driver, runtime
+
+    def cudaGetDeviceCount(self):
+        return self.device_error, (self.count if self.device_error == 0 else None)
+
+    def cudaDriverGetVersion(self):
+        return 0, self.driver
+
+    def cudaRuntimeGetVersion(self):
+        return 0, self.runtime
+
+    def cudaGetErrorName(self, err):
+        return 0, self._names[err].encode()
+
+
+def test_cuda_problems_are_named():
+    too_old = trt_backend.cuda_problem(FakeCudart(35, driver=12020, runtime=13000))
+    assert "driver (CUDA 12.2) is older than" in too_old and "CUDA 13.0" in too_old and "gpu-cu12" in too_old
+    assert "no CUDA device" in trt_backend.cuda_problem(FakeCudart(100))
+    assert "no CUDA device" in trt_backend.cuda_problem(FakeCudart(0, count=0))
+    assert "cudaErrorUnknown" in trt_backend.cuda_problem(FakeCudart(999))
+    assert trt_backend.cuda_problem(FakeCudart(0, count=2)) is None
+
+
+def test_engine_on_a_machine_whose_driver_is_too_old(tmp_path, model, monkeypatch):
+    spec = Translator(model).spec
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 16)
+    (tmp_path / "model.engine.json").write_text(
+        '{"spec": %s, "shapes": {"min": [1, 64, 64], "opt": [1, 64, 64], "max": [1, 64, 64]}}' % spec.to_json())
+    fake_trt = types.SimpleNamespace(__version__="10.3.0")
+    monkeypatch.setattr(trt_backend, "_import", lambda: (fake_trt, FakeCudart(35)))
+    with pytest.raises(BackendUnavailable, match="driver .* is older than"):
+        Translator(engine)
+
+
+def test_tensorrt_older_than_8_5_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="8.4.3.1"))
+    with pytest.raises(BackendUnavailable, match="TensorRT 8.4.3.1 is too old.*JetPack 6"):
+        trt_backend._import()
+
+
+def test_gpu_extras_are_pinned_per_cuda_major():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert not any(d.startswith("onnxruntime") for d in project["dependencies"])  # from an extra: never both
+    assert extras["cpu"] == ["onnxruntime>=1.18"]
+    for major, ort_pin, trt_pin in (("12", "<1.27", "tensorrt-cu12"), ("13", ">=1.27", "tensorrt-cu13")):
+        deps = extras[f"gpu-cu{major}"]
+        assert any(d.startswith("onnxruntime-gpu") and ort_pin in d for d in deps), deps
+        assert any(d.startswith(trt_pin) and "<11" in d for d in deps), deps
+        cuda_python = next(d for d in deps if d.startswith("cuda-python"))
+        assert f"<{int(major) + 1}" in cuda_python, cuda_python
+        assert all(">=" in d for d in deps), deps  # nothing left to resolve to whatever is newest
+    readme = (ROOT / "README.md").read_text()
+    assert "P2P_GPU=cu12" in readme and "P2P_GPU=cu13" in readme and "JetPack 6" in readme
+
+
+# --- defect 12: install.sh never leaves onnxruntime and onnxruntime-gpu side by side ------------------
+def run_install(tmp_path: Path, installed: set[str], env: dict) -> list[str]:
+    """install.sh against a stand-in venv python that logs every pip call and answers `pip show`."""
+    work = tmp_path / "checkout"
+    work.mkdir(parents=True)
+    (work / "install.sh").write_text((ROOT / "install.sh").read_text())
+    venv_bin = work / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    log = tmp_path / "pip.log"
+    (venv_bin / "python").write_text(f"""#!/bin/sh
+echo "$*" >> {log}
+case "$*" in
+  "-m pip show -q "*) for p in {' '.join(sorted(installed)) or 'none'}; do [ "$p" = "$5" ] && exit 0; done; exit 1 ;;
+esac
+exit 0
+""")
+    (venv_bin / "python").chmod(0o755)
+    result = subprocess.run(["bash", str(work / "install.sh")], cwd=work, capture_output=True, text=True,
+                            env={**os.environ, **env}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return [line.removeprefix("-m pip ") for line in log.read_text().splitlines()]
+
+
+def test_install_sh_swaps_onnxruntime_builds_cleanly(tmp_path):
+    calls = run_install(tmp_path / "gpu", {"onnxruntime"}, {"P2P_GPU": "cu12", "P2P_TORCH": "keep"})
+    assert "uninstall -q -y onnxruntime" in calls
+    assert "install -q -e .[gpu-cu12,test]" in calls
+    assert calls[-1] == "install -q --force-reinstall --no-deps onnxruntime-gpu"  # its shared files restored
+    assert not any("torch" in c for c in calls)  # P2P_TORCH=keep: the CUDA torch stays
+    calls = run_install(tmp_path / "cpu", set(), {"P2P_TORCH": "cpu"})
+    assert "install -q -e .[cpu,test]" in calls and "install -q torch==2.13.0" in calls
+    assert not any("uninstall" in c or "force-reinstall" in c for c in calls)
+    bad = subprocess.run(["bash", str(ROOT / "install.sh")], env={**os.environ, "P2P_GPU": "cu11"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "cu12 or cu13" in bad.stderr
+
+
+# --- defect 7: the GPU check is one command, and its CPU dry run keeps it from rotting -----------------
+def test_gpu_check_cpu_dry_run():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-dry-run"],
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    for name in ("amp-bf16", "amp-fp16", "channels-last", "resume-across-amp", "process-group-save", "parity"):
+        assert f"PASS {name}:" in result.stdout, result.stdout
+    assert "SKIP tensorrt-backend: no CUDA GPU" in result.stdout
+    assert "FAIL" not in result.stdout
