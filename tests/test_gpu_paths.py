@@ -187,8 +187,9 @@ def test_gpu_extras_are_pinned_per_cuda_major():
 
 
 # --- defect 12: install.sh never leaves onnxruntime and onnxruntime-gpu side by side ------------------
-def run_install(tmp_path: Path, installed: set[str], env: dict) -> list[str]:
-    """install.sh against a stand-in venv python that logs every pip call and answers `pip show`."""
+def run_install(tmp_path: Path, installed: set[str], env: dict, cv2_loads: bool = True) -> list[str]:
+    """install.sh against a stand-in venv python that logs every pip call and answers `pip show` (and
+    `import cv2`: fails with ``cv2_loads=False``, as opencv-python does without libGL)."""
     work = tmp_path / "checkout"
     work.mkdir(parents=True)
     (work / "install.sh").write_text((ROOT / "install.sh").read_text())
@@ -199,6 +200,7 @@ def run_install(tmp_path: Path, installed: set[str], env: dict) -> list[str]:
 echo "$*" >> {log}
 case "$*" in
   "-m pip show -q "*) for p in {' '.join(sorted(installed)) or 'none'}; do [ "$p" = "$5" ] && exit 0; done; exit 1 ;;
+  "-c import cv2") exit {0 if cv2_loads else 1} ;;
 esac
 exit 0
 """)
@@ -212,11 +214,12 @@ exit 0
 def test_install_sh_swaps_onnxruntime_builds_cleanly(tmp_path):
     calls = run_install(tmp_path / "gpu", {"onnxruntime"}, {"P2P_GPU": "cu12", "P2P_TORCH": "keep"})
     assert "uninstall -q -y onnxruntime" in calls
-    assert "install -q -e .[gpu-cu12,test]" in calls
-    assert calls[-1] == "install -q --force-reinstall --no-deps onnxruntime-gpu"  # its shared files restored
+    assert "install -q -e .[gpu-cu12,gui,test]" in calls
+    restore = "install -q --force-reinstall --no-deps onnxruntime-gpu"  # its shared files restored
+    assert restore in calls and calls.index(restore) > calls.index("install -q -e .[gpu-cu12,gui,test]")
     assert not any("torch" in c for c in calls)  # P2P_TORCH=keep: the CUDA torch stays
     calls = run_install(tmp_path / "cpu", set(), {"P2P_TORCH": "cpu"})
-    assert "install -q -e .[cpu,test]" in calls and "install -q torch==2.13.0" in calls
+    assert "install -q -e .[cpu,gui,test]" in calls and "install -q torch==2.13.0" in calls
     assert not any("uninstall" in c or "force-reinstall" in c for c in calls)
     bad = subprocess.run(["bash", str(ROOT / "install.sh")], env={**os.environ, "P2P_GPU": "cu11"},
                          capture_output=True, text=True, timeout=60)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -21,8 +22,9 @@ from p2p.video.capture import (
     parse_source,
 )
 from p2p.video.cli import translate_main, video_main
-from p2p.video.display import has_gui
-from p2p.video.live import CSI_PIPELINE
+from p2p.video import display
+from p2p.video.display import FpsMeter
+from p2p.video.live import CSI_PIPELINE, SnapshotSaver
 from p2p.video.live import main as live_main
 from test_runtime import export_tiny
 
@@ -105,8 +107,9 @@ def test_live_headless_on_a_clip_reports_fps(tmp_path, model):
     result = invoke(live_main, model, "--source", clip("tree.avi"), "--headless", "--max-frames", "8",
                     "--record", record)
     assert result.exit_code == 0, result.output
-    summary = re.search(r"(\d+) frames in [\d.]+ s: ([\d.]+) fps \(ort-cpu \| noise fixed", result.output)
+    summary = re.search(r"(\d+) frames in [\d.]+ s: ([\d.]+) fps \(ort-cpu \| noise fixed", result.stderr)
     assert summary and int(summary.group(1)) == 8 and float(summary.group(2)) > 0, result.output
+    assert result.stdout == ""  # the summary and the frame-rate lines are messages: stderr, like the others
     frames, _, size = probe(record)
     assert frames == 8 and size == (640, 240)  # input | output
 
@@ -139,17 +142,32 @@ def test_live_without_camera_is_one_line(tmp_path):
     assert result.stdout == ""
 
 
-def test_live_window_needs_a_gui(model):
-    if has_gui():
-        pytest.skip("this OpenCV has a GUI")
+def test_live_window_needs_a_gui(model, monkeypatch):
+    """With opencv-python-headless (P2P_OPENCV=headless ./install.sh): one line saying what to do."""
+    monkeypatch.setattr(display, "gui_backend", lambda: "NONE")
     line = one_line_error(invoke(live_main, model, "--source", clip("tree.avi")))
-    assert "--headless" in line and "opencv-python" in line
+    assert "--headless" in line and "pip install opencv-python" in line and "./install.sh" in line
+
+
+def test_live_window_needs_a_display(model, monkeypatch):
+    """A GUI OpenCV on a machine without a display (SSH, CI): one line pointing at --headless."""
+    monkeypatch.setattr(display, "gui_backend", lambda: "QT5")
+    monkeypatch.setattr(display.sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    line = one_line_error(invoke(live_main, model, "--source", clip("tree.avi")))
+    assert "no display here" in line and "--headless" in line
 
 
 def test_live_default_model_from_runs(tmp_path, model, monkeypatch):
     import p2p.runtime.artifacts as artifacts
 
     monkeypatch.chdir(tmp_path)
+    result = invoke(live_main, "--source", clip("tree.avi"), "--headless", "--max-frames", "1")
+    assert result.exit_code == 0, result.output
+    demo = artifacts.demo_model()
+    assert f"model: {demo} (no export under runs/: the shipped demo model)\n" in result.stderr
+
     monkeypatch.setattr(artifacts, "demo_model", lambda: None)
     assert "no MODEL given" in one_line_error(invoke(live_main, "--source", clip("tree.avi"), "--headless"))
     exported = tmp_path / "runs" / "facades" / "model.onnx"
@@ -157,7 +175,58 @@ def test_live_default_model_from_runs(tmp_path, model, monkeypatch):
     exported.write_bytes(model.read_bytes())
     result = invoke(live_main, "--source", clip("tree.avi"), "--headless", "--max-frames", "2")
     assert result.exit_code == 0, result.output
-    assert f"model: {Path('runs') / 'facades' / 'model.onnx'}" in result.output
+    assert f"model: {Path('runs') / 'facades' / 'model.onnx'} (newest export under runs/)\n" in result.stderr
+
+
+def test_headless_ctrl_c_stops_with_the_summary(tmp_path):
+    """Ctrl+C is how a headless run on a camera ends: exit 0 and the summary, not click's 'Aborted!'."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("DISPLAY", None)
+    code = "from p2p.video.live import main; main()"
+    process = subprocess.Popen([sys.executable, "-c", code, "--source", str(clip("vtest_first10s.mp4")),
+                                "--headless"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while not line.startswith("frame ") and time.monotonic() < deadline and process.poll() is None:
+            line = process.stderr.readline()  # the first per-second frame-rate line: the loop is running
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "Aborted" not in err and "Traceback" not in err, err
+    assert re.search(r"^\d+ frames in [\d.]+ s: [\d.]+ fps", err, re.M), err
+    assert out == ""
+
+
+def test_fps_meter_leaves_out_paused_time():
+    now = [0.0]
+    meter = FpsMeter(clock=lambda: now[0])
+    for _ in range(10):
+        now[0] += 0.1
+        meter.tick()
+    meter.pause()
+    now[0] += 5.0  # paused 5 s
+    assert meter.elapsed == pytest.approx(1.0)
+    meter.resume()
+    now[0] += 0.1
+    meter.tick()
+    assert meter.overall == pytest.approx(11 / 1.1) and meter.fps == pytest.approx(10.0)
+    assert meter.paused_for == pytest.approx(5.0)
+
+
+def test_snapshots_are_unique_and_never_overwrite(tmp_path):
+    saver = SnapshotSaver(tmp_path, clock=lambda: 1_700_000_000.25)  # every snapshot in the same millisecond
+    first = saver.save(np.zeros((4, 6, 3), np.uint8))
+    taken = first.with_name(first.name.replace("-001.png", "-002.png"))
+    taken.write_bytes(b"someone else's file")
+    second = saver.save(np.ones((4, 6, 3), np.uint8))
+    assert "-250-" in first.name  # milliseconds in the name
+    assert second != first and second != taken and taken.read_bytes() == b"someone else's file"
+    assert cv2.imread(str(second)).max() == 1 and cv2.imread(str(first)).max() == 0
 
 
 def test_live_bad_options(model):

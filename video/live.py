@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 
 from p2p.runtime import trt_backend
-from p2p.runtime.artifacts import default_model
+from p2p.runtime.artifacts import default_model, demo_model, find_models
 
 from .capture import LatestFrameReader, parse_source
-from .display import FpsMeter, Window, put_status, side_by_side
+from .display import FpsMeter, Window, side_by_side
 from .options import model_options, open_translator, user_errors
 from .pipeline import check_output, open_writer
 
@@ -22,7 +22,7 @@ CSI_PIPELINE = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1
 
 
 class Recorder:
-    """Writes what the window shows (input | output) at the rate frames are actually translated.
+    """Writes input | output (full size, without the window's labels) at the rate frames are actually translated.
 
     The rate is known only once a few frames are done, so the first ones are held back until then.
     """
@@ -55,6 +55,59 @@ class Recorder:
             self.writer.release()
 
 
+KEYS = {"q": "quit", "esc": "quit", " ": "pause", "n": "noise", "s": "snapshot"}
+# what the window shows bottom-right; a new key (e.g. t for temporal stabilisation) adds one entry to each
+KEY_HINT = "q quit | space pause | n noise | s snapshot"
+
+
+def pick_model(runs: Path) -> tuple[Path, str]:
+    """The model p2p-live uses when none is given, and why that one (for a line to the user)."""
+    allow_engine = trt_backend.available()
+    path = default_model(runs, allow_engine=allow_engine)
+    found = find_models(runs)
+    if path == demo_model():
+        if not found:
+            return path, f"no export under {runs}/: the shipped demo model"
+        return path, f"no usable export under {runs}/ (engines need TensorRT): the shipped demo model"
+    if found[0] != path:
+        skipped = "needs TensorRT" if not allow_engine else f"has no {found[0].name}.json beside it"
+        return path, f"newest usable export under {runs}/; the newer {found[0]} {skipped}"
+    return path, f"newest export under {runs}/"
+
+
+def source_name(src) -> str:
+    """The source as a window title shows it: a file by its name, a camera by its index."""
+    return Path(src.target).name if src.kind == "file" else str(src)
+
+
+class SnapshotSaver:
+    """PNG snapshots with names unique to the millisecond plus a counter, never overwriting a file."""
+
+    def __init__(self, folder: Path, clock=time.time):
+        self.folder, self.clock, self.count = Path(folder), clock, 0
+
+    def save(self, image: np.ndarray) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise OSError("could not encode the snapshot as PNG")
+        while True:
+            self.count += 1
+            now = self.clock()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{int(now * 1000) % 1000:03d}"
+            path = self.folder / f"p2p-live-{stamp}-{self.count:03d}.png"
+            try:
+                with path.open("xb") as f:  # x: fail rather than overwrite
+                    f.write(png.tobytes())
+                return path
+            except FileExistsError:
+                continue
+
+
+def say(message: str) -> None:
+    click.echo(message, err=True)  # every message goes to stderr; stdout stays empty
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--camera", type=click.IntRange(0), default=None, metavar="N",
@@ -62,9 +115,10 @@ class Recorder:
 @click.option("--source", default=None, metavar="FILE|URL|PIPELINE",
               help="A video file (replayed at its frame rate), a stream URL (rtsp://, http://), or a GStreamer "
                    "pipeline ending in appsink (e.g. a Jetson CSI camera; see the README).")
-@click.option("--headless", is_flag=True, help="No window (e.g. over SSH): print the frame rate instead.")
+@click.option("--headless", is_flag=True,
+              help="No window (servers, SSH, Docker): print the frame rate instead; Ctrl+C stops.")
 @click.option("--record", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Also write input | output to this video (.mp4, .avi, .mkv).")
+              help="Also write input | output (full size, no overlay) to this video (.mp4, .avi, .mkv).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after N translated frames.")
 @click.option("--snapshots", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Folder for the s key's snapshots.")
@@ -78,7 +132,10 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
     shipped with p2p. Frames are captured on their own thread and only the newest
     is translated, so the output never lags behind the camera.
 
-    Keys in the window: q quit, space pause, n cycle the noise mode, s save a snapshot.
+    The window shows input | output, sized to the frames (scaled down to fit the
+    screen). Keys in the window: q (or Esc) quit, space pause, n cycle the noise
+    mode, s save a snapshot (full-size PNG in --snapshots). Closing the window
+    quits too.
 
     \b
     Examples:
@@ -93,61 +150,76 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
     with user_errors():
         recorder = Recorder(record) if record else None
         src = parse_source(camera, source)
-        reader = LatestFrameReader(src, on_event=lambda message: click.echo(message, err=True))
+        reader = LatestFrameReader(src, on_event=say)
+    window = None
     try:
         with user_errors():
-            window = None if headless else Window()
             if model is None:
-                model = default_model(runs, allow_engine=trt_backend.available())
-                click.echo(f"model: {model}", err=True)
+                model, why = pick_model(runs)
+                say(f"model: {model} ({why})")
+            if not headless:  # checks there is a display now; the window opens at the first frame
+                window = Window(f"p2p-live: {Path(model).name} on {source_name(src)}", hint=KEY_HINT)
         translator = open_translator(model, **opts)
     except BaseException:
         reader.stop()  # releases the camera
+        if window:
+            window.close()
         raise
-    click.echo(f"{src}: {translator.describe()}, seed {translator.seed}"
-               + ("" if headless else "  (keys: q quit, space pause, n noise, s snapshot)"), err=True)
+    say(f"{src}: {translator.describe()}, seed {translator.seed}"
+        + ("  (Ctrl+C stops)" if headless else f"  (keys: {KEY_HINT}; closing the window quits)"))
     meter = FpsMeter()
     try:
         with user_errors(), reader:
-            _loop(reader, translator, window, recorder, meter, max_frames, snapshots)
+            _loop(reader, translator, window, recorder, meter, max_frames, SnapshotSaver(snapshots))
     finally:
         if recorder:
             recorder.close(meter.overall)
         if window:
             window.close()
-    click.echo(f"{meter.count} frames in {time.perf_counter() - meter.start:.1f} s: {meter.overall:.1f} fps "
-               f"({translator.describe()}; {reader.dropped} source frames skipped to stay live)")
+    paused = f"; {meter.paused_for:.1f} s paused, not counted" if meter.paused_for >= 0.05 else ""
+    say(f"{meter.count} frames in {meter.elapsed:.1f} s: {meter.overall:.1f} fps "
+        f"({translator.describe()}; {reader.dropped} source frames skipped to stay live{paused})")
 
 
-def _loop(reader, translator, window, recorder, meter, max_frames, snapshots) -> None:
-    view, paused, last_print = None, False, time.perf_counter()
-    while max_frames is None or meter.count < max_frames:
-        if not paused or view is None:
-            frame = reader.read()
-            if frame is None:  # a file source ended
+def _loop(reader, translator, window, recorder, meter, max_frames, saver) -> None:
+    frame = view = None
+    paused, last_print = False, time.perf_counter()
+    try:
+        while max_frames is None or meter.count < max_frames:
+            if not paused or view is None:
+                frame = reader.read()
+                if frame is None:  # a file source ended
+                    return
+                view = side_by_side(frame, translator.translate(frame))
+                fps = meter.tick()
+                if recorder:
+                    recorder.write(view, fps)
+            if window is None:
+                now = time.perf_counter()
+                if now - last_print >= 1.0:
+                    say(f"frame {meter.count}: {meter.fps:.1f} fps ({translator.describe()})")
+                    last_print = now
+                continue
+            status = f"{meter.fps:.1f} fps | {translator.describe()}" + (" | paused" if paused else "")
+            action = KEYS.get(window.show(view, status))
+            if window.closed or action == "quit":
                 return
-            view = side_by_side(frame, translator.translate(frame))
-            fps = meter.tick()
-            if recorder:
-                recorder.write(view, fps)
-        if window is None:
-            now = time.perf_counter()
-            if now - last_print >= 1.0:
-                click.echo(f"frame {meter.count}: {meter.fps:.1f} fps ({translator.describe()})")
-                last_print = now
-            continue
-        status = f"{meter.fps:.1f} fps | {translator.describe()}" + (" | paused" if paused else "")
-        key = window.show(put_status(view, status))
-        if key in (ord("q"), 27):  # q or Esc
-            return
-        if key == ord(" "):
-            paused = not paused
-        elif key == ord("n"):
-            click.echo(f"noise: {translator.sampler.next_mode()}", err=True)
-        elif key == ord("s"):
-            snapshots.mkdir(parents=True, exist_ok=True)
-            path = snapshots / time.strftime("p2p-live-%Y%m%d-%H%M%S.png")
-            cv2.imwrite(str(path), view)
-            click.echo(f"saved {path}", err=True)
-        if paused:
-            time.sleep(0.03)  # nothing to translate: do not spin
+            if action == "pause":
+                paused = not paused
+                if paused:
+                    meter.pause()
+                else:
+                    meter.resume()
+            elif action == "noise":
+                say(f"noise: {translator.sampler.next_mode()}")
+                if paused:  # show the held frame in the new mode
+                    view = side_by_side(frame, translator.translate(frame))
+            elif action == "snapshot":
+                try:
+                    say(f"saved {saver.save(view)}")
+                except OSError as exc:  # a full disk or a read-only folder must not end the session
+                    say(f"snapshot not saved: {exc}")
+            if paused:
+                time.sleep(0.03)  # nothing to translate: do not spin
+    except KeyboardInterrupt:  # Ctrl+C in the terminal: stop like q, with the summary
+        return
