@@ -29,7 +29,7 @@ import numpy as np
 
 from .flow import FlowEstimator, consistent, pixel_grid, sample_points, to_gray, warp
 
-FLOW_SIDE = 128             # the flow image's longer side (pixels): half of a 256² model input
+FLOW_SIDE = 96              # the flow image's longer side (pixels): cost, not quality, sets it (benchmarks/temporal.md)
 FLOW_METHOD = "dis-ultrafast"  # half the cost of dis-fast for a few points less calm (benchmarks/temporal.md)
 PHOTO_TOLERANCE = 16.0      # gray levels (0–255) of input change after warping where confidence falls to 1/e
 CUT_BELOW = 0.1             # a cut when fewer than this fraction of pixels are trusted

@@ -164,6 +164,11 @@ class Translator:
     def temporal(self, strength: float) -> None:
         self.stabilizer.strength = strength
 
+    def toggle_temporal(self, strength: float = 0.8) -> float:
+        """Off ↔ on at ``strength`` (e.g. the live window's key); returns the new strength."""
+        self.temporal = 0.0 if self.temporal else strength
+        return self.temporal
+
     def reset_temporal(self) -> None:
         """The stream jumped (pause/resume, seek, another source): the next frame is not blended."""
         self.stabilizer.reset()

@@ -87,7 +87,7 @@ def test_strength_zero_changes_nothing_bit_for_bit(paired, street):
     zero = Translator(paired, noise="fixed", seed=3, temporal=0.0)
     toggled = Translator(paired, noise="fixed", seed=3, temporal=0.7)
     toggled.translate(street[0])
-    toggled.temporal = 0  # switched off mid-stream: plain from then on
+    assert toggled.toggle_temporal() == 0.0  # switched off mid-stream (the live key): plain from then on
     for f in street[1:6]:
         expected = plain.translate(f)
         assert np.array_equal(zero.translate(f), expected)
@@ -95,6 +95,7 @@ def test_strength_zero_changes_nothing_bit_for_bit(paired, street):
     out = np.random.default_rng(0).standard_normal((3, 8, 8)).astype(np.float32)
     assert Stabilizer(0.0).blend(out, None) is out
     assert "temporal" not in zero.describe() and "temporal 0.7" in Translator(paired, temporal=0.7).describe()
+    assert zero.toggle_temporal(0.6) == 0.6 and "temporal 0.6" in zero.describe()
 
 
 def test_stabilisation_lowers_the_warping_error(paired, street):
