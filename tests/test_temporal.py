@@ -19,7 +19,7 @@ from p2p.runtime.warping_error import WarpingError, clip_warping_error, read_cli
 from p2p.evaluation.cli import main as eval_main
 from p2p.video.cli import video_main
 from test_eval import tiny_data, tiny_facades  # noqa: F401 (fixtures: a 2-iteration run and its ONNX)
-from test_runtime import export_tiny, run_without_torch
+from test_runtime import export_tiny
 
 
 @pytest.fixture(scope="module")
@@ -256,23 +256,3 @@ def test_eval_video_errors_are_one_line(tiny_facades, tmp_path):  # noqa: F811
                         (["--video", str(shared_data("video", "tree.avi")), "--data", str(tmp_path)], "one of them")):
         result = CliRunner().invoke(eval_main, [str(model), *args])
         assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
-
-
-# --- deployable ----------------------------------------------------------------------------------------
-def test_temporal_modules_run_without_torch(tmp_path, paired):
-    code = f"""
-        import sys
-        import numpy as np
-        from p2p.runtime import flow, temporal, warping_error
-        from p2p.runtime.translator import Translator
-        tr = Translator({str(paired)!r}, noise="fixed", seed=0, temporal=0.8)
-        frames = [np.full((72, 96, 3), 60 + 5 * k, np.uint8) for k in range(3)]
-        outs = [tr.translate(f) for f in frames]
-        print("error", warping_error.clip_warping_error(frames, outs))
-        bad = [m for m in sys.modules if m.split(".")[0] == "torch" or m.startswith(("p2p.training", "p2p.export"))]
-        assert not bad, bad
-        print("torch-free ok")
-    """
-    result = run_without_torch(tmp_path, code)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "torch-free ok" in result.stdout
