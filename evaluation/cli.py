@@ -8,6 +8,7 @@ import click
 from p2p.runtime.cli_errors import user_errors
 
 from .evaluate import default_report_dir, earlier_report, evaluate, finite, open_model, summary_lines, write_outputs
+from .video import default_video_report_dir, evaluate_video, video_summary_lines, write_video_outputs
 
 EXAMPLE = """
 \b
@@ -15,16 +16,23 @@ Examples:
   p2p-eval runs/facades --data ../shared/data/facades          # val split, report in runs/facades/eval-facades-val
   p2p-eval model.onnx --data ../shared/data/facades --segmenter --report out/
   p2p-eval runs/color/checkpoint.pt --data ../shared/data/photos --noise off
+  p2p-eval model.onnx --video ../shared/data/video/vtest_first10s.mp4 --size 256 --temporal 0.8   # flicker
 """
 
 
 @click.command(help="Score a pix2pix model on a data split: L1, PSNR, SSIM, sharpness, dropout diversity, "
-                    "colour histograms (colorisation), segmentation score (facades); writes metrics.json "
-                    "and an HTML page.\n\nMODEL: a p2p-train run folder, a checkpoint.pt, or a .onnx/.engine "
-                    "from p2p-export.\n" + EXAMPLE,
+                    "colour histograms (colorisation), segmentation score (facades); or, with --video, its "
+                    "flicker on a clip (warping error). Writes metrics.json and an HTML page.\n\nMODEL: a "
+                    "p2p-train run folder, a checkpoint.pt, or a .onnx/.engine from p2p-export.\n" + EXAMPLE,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset folder (with train/ and val/).")
+@click.option("--data", type=click.Path(path_type=Path), default=None, help="Dataset folder (with train/ and val/).")
+@click.option("--video", type=click.Path(path_type=Path), default=None,
+              help="Instead of --data: a clip; reports the warping error (flicker) of the translated clip for each "
+                   "noise mode beside the input's own, and a plot of it over time.")
+@click.option("--temporal", type=click.FloatRange(0, 1, min_open=True), multiple=True,
+              help="--video: also fixed noise + temporal stabilisation at this strength (repeatable).")
+@click.option("--max-frames", type=click.IntRange(2), default=None, help="--video: only the first N frames.")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
               help="Which half of the data is the input. Default: the model's own (from its spec).")
 @click.option("--split", default="val", show_default=True, help="Sub-folder of --data to score.")
@@ -49,10 +57,17 @@ Examples:
               help="Segmenter training iterations (default 1000; fewer for a quick, weaker check).")
 @click.option("--backend", default="auto", show_default=True, help="For .onnx/.engine: auto, tensorrt, ort-cpu, ...")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def main(model, data, direction, split, layout, size, noise, samples, seed, limit, report, rows, segmenter, cache,
-         seg_iters, backend, no_progress):
+def main(model, data, video, temporal, max_frames, direction, split, layout, size, noise, samples, seed, limit, report,
+         rows, segmenter, cache, seg_iters, backend, no_progress):
     if not model.exists():
         raise click.ClickException(f"model {model} does not exist (a run folder, checkpoint.pt, or .onnx/.engine)")
+    if (data is None) == (video is None):
+        raise click.ClickException("give --data FOLDER (image metrics) or --video CLIP (warping error), one of them")
+    if video is not None:
+        return video_main(model, video, size=size, seed=seed, temporal=temporal, max_frames=max_frames,
+                          report=report, backend=backend, progress=not no_progress)
+    if temporal or max_frames:
+        raise click.ClickException("--temporal and --max-frames go with --video")
     if not data.is_dir():
         raise click.ClickException(f"--data {data} is not a folder")
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731
@@ -72,6 +87,24 @@ def main(model, data, direction, split, layout, size, noise, samples, seed, limi
         click.echo(line, err=True)
     click.echo(f"  report: {html_path}", err=True)
     out = finite({k: v for k, v in results.items() if k not in ("per_image", "spec")})
+    out["report"] = str(html_path)
+    click.echo(json.dumps(out))
+
+
+def video_main(model: Path, video: Path, *, size, seed, temporal, max_frames, report, backend, progress) -> None:
+    """p2p-eval --video: the warping error of MODEL on a clip, to metrics.json, index.html and a plot."""
+    if not video.is_file():
+        raise click.ClickException(f"--video {video} does not exist")
+    with user_errors():
+        m = open_model(model, backend)
+        results, sample = evaluate_video(m, video, size=size, seed=seed, temporal=temporal, max_frames=max_frames,
+                                         progress=progress)
+        results["model_name"] = model.resolve().name if model.is_dir() else model.name
+        html_path = write_video_outputs(report or default_video_report_dir(model, video), results, sample)
+    for line in video_summary_lines(results):
+        click.echo(line, err=True)
+    click.echo(f"  report: {html_path}", err=True)
+    out = finite({k: v for k, v in results.items() if k != "per_frame"})
     out["report"] = str(html_path)
     click.echo(json.dumps(out))
 

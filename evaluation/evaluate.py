@@ -66,6 +66,16 @@ class TorchModel:
         self.device = device
         self.backend = f"pytorch-{device}"
 
+    # a backend for the runtime's Translator (p2p-eval --video): no shape limits, nothing to close
+    limits = None
+
+    @property
+    def name(self) -> str:
+        return self.backend
+
+    def close(self) -> None:
+        pass
+
     def run(self, x: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         t = self._torch
         with t.no_grad():

@@ -95,3 +95,70 @@ def write_report(folder: Path, results: dict, rows: list[dict]) -> Path:
     path = folder / "index.html"
     write_atomic(path, render(results, rows))
     return path
+
+
+# --- p2p-eval --video: the warping error ------------------------------------------------------------
+def warping_plot_png(series: dict[str, list[float]], title: str) -> bytes:
+    """The per-frame warping error of each stream over time (log scale: the floor and the flicker differ ~10×)."""
+    import io
+
+    import matplotlib  # heavy: loaded only when a video report is written
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, lw=1.2 if name == "input" else 1,
+                ls="--" if name == "input" else "-", color="black" if name == "input" else None, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("warping error")
+    ax.set_title(f"warping error per frame: {title}", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _thumbnail(bgr: np.ndarray, width: int = 320) -> np.ndarray:
+    """Frames at most ``width`` wide on the page: full-size PNGs of a 1080p clip would make it tens of MB."""
+    if bgr.shape[1] <= width:
+        return bgr
+    return cv2.resize(bgr, (width, max(1, round(bgr.shape[0] * width / bgr.shape[1]))), interpolation=cv2.INTER_AREA)
+
+
+def render_video(results: dict, plot_png: bytes, sample: dict[str, np.ndarray]) -> str:
+    """The page for p2p-eval --video: the errors, their plot over time, one frame of each stream."""
+    metric = results["metric"]
+    head = "<tr><th>stream</th><th>warping error</th><th>× input's own</th></tr>"
+    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{fmt(value)}</td><td>{fmt(results['vs_input'][name])}</td></tr>"
+                   for name, value in results["warping_error"].items())
+    plot_uri = "data:image/png;base64," + base64.b64encode(plot_png).decode("ascii")
+    cells = "".join(f"<td><img alt='{html.escape(name)}' style='width:240px' src='{png_data_uri(_thumbnail(img))}'>"
+                    f"<div class='cap'>{html.escape(name)}</div></td>" for name, img in sample.items())
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>p2p-eval --video: "
+             f"{html.escape(results['model_name'])}</title><style>{STYLE}</style></head><body>",
+             f"<h1>p2p-eval --video: {html.escape(results['model_name'])}</h1>",
+             f"<div class='sub'>{html.escape(results['model'])} ({html.escape(results['kind'])}, "
+             f"{html.escape(results['backend'])}) · clip {html.escape(results['video'])} · {results['frames']} frames · "
+             f"model at {html.escape(results['size'])} · seed {results['seed']}</div>",
+             "<h2>Warping error</h2><table>" + head + body + "</table>",
+             f"<div class='sub'>{html.escape(metric['name'])}: output t−1 warped onto frame t by the optical flow of "
+             f"the input frames ({html.escape(metric['flow'])}, frames scaled to {metric['width']} px wide), "
+             f"{html.escape(metric['units'])}; {fmt(results['non_occluded'])} of the pixels pass the "
+             "forward–backward occlusion check. The input's own error is the floor.</div>",
+             f"<h2>Over time</h2><img alt='warping error per frame' src='{plot_uri}'>",
+             f"<h2>One frame of each</h2><table class='rows'><tr>{cells}</tr></table></body></html>"]
+    return "\n".join(parts)
+
+
+def write_video_report(folder: Path, results: dict, plot_png: bytes, sample: dict[str, np.ndarray]) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "index.html"
+    write_atomic(path, render_video(results, plot_png, sample))
+    return path

@@ -9,6 +9,11 @@ and merged with the frame's own full-resolution L, so no detail is lost.
 Batches: the generator normalises with the statistics of the batch it is given (as in
 training), so a batch of N frames is not the same as N single frames unless they are
 identical; translate video frame by frame for the paper's behaviour (instance norm).
+
+Streams: with ``temporal`` > 0 (see ``temporal``), ``translate`` treats successive calls as one
+video stream and blends each output with the previous one along the input's motion. One
+Translator per stream; ``reset_temporal()`` when the stream jumps (pause, seek, new source).
+``translate_batch`` treats its frames as unrelated stills: it never blends, nor touches that state.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from .backends import open_backend
 from .images import input_tensor, output_to_bgr, to_bgr8
 from .masks import NOISE_MODES, MaskSampler
 from .spec import ModelSpec
+from .temporal import Motion, Stabilizer
 
 FIT_MODES = ("resize", "pad")
 
@@ -94,6 +100,11 @@ def frame_range(spec: ModelSpec, box: tuple[int, int], fit: str) -> ShapeLimits:
     return ShapeLimits((1, m, m), top, top)
 
 
+def _is_backend(model) -> bool:
+    """An already open backend (spec, name, limits, run) rather than a model file."""
+    return hasattr(model, "run") and hasattr(model, "spec")
+
+
 class Translator:
     """Open a p2p model (``.onnx`` or ``.engine``) and translate frames with it.
 
@@ -101,23 +112,31 @@ class Translator:
     size, or a TensorRT engine's optimum); "pad" keeps the aspect ratio: scales the frame
     into the box and pads (mirror) to the next multiple of ``spec.multiple``.
     noise: "per-frame", "fixed" or "off" (see ``masks``); ``seed`` makes either reproducible.
+    temporal: stabilisation strength for ``translate`` on a stream, 0 (off) to 1 (see ``temporal``).
+    ``model`` may also be an already open backend (``spec``, ``name``, ``limits``, ``run(x, masks)``),
+    e.g. p2p-eval's PyTorch generator, to reuse the frame handling with it.
     """
 
-    def __init__(self, model: str | Path, *, backend: str = "auto", noise: str = "per-frame",
-                 seed: int | None = None, fit: str = "resize", size=None, **backend_options):
+    def __init__(self, model, *, backend: str = "auto", noise: str = "per-frame",
+                 seed: int | None = None, fit: str = "resize", size=None, temporal: float = 0.0,
+                 **backend_options):
         if fit not in FIT_MODES:
             raise ValueError(f"unknown fit {fit!r}; expected one of {', '.join(FIT_MODES)}")
-        self.path = Path(model)
         self.fit = fit
         size = parse_size(size)
-        # the frame sizes this translator will run, for backends that prepare for a range (TensorRT provider)
-        profile = lambda spec: frame_range(spec, fit_box(spec, size, fit, None), fit)  # noqa: E731
-        self.backend = open_backend(self.path, backend, profile=profile, **backend_options)
+        if _is_backend(model):
+            self.path, self.backend = Path(getattr(model, "path", "") or model.name), model
+        else:
+            self.path = Path(model)
+            # the frame sizes this translator will run, for backends that prepare for a range (TensorRT provider)
+            profile = lambda spec: frame_range(spec, fit_box(spec, size, fit, None), fit)  # noqa: E731
+            self.backend = open_backend(self.path, backend, profile=profile, **backend_options)
         self.spec: ModelSpec = self.backend.spec
         self.sampler = MaskSampler(self.spec, noise, seed)
         self.box = fit_box(self.spec, size, fit, self.backend.limits)
         self.last_masks: list[np.ndarray] = []
         self._plans: dict[tuple[int, int], Placement] = {}
+        self.stabilizer = Stabilizer(temporal)
 
     # --- settings --------------------------------------------------------------
     @property
@@ -136,8 +155,27 @@ class Translator:
     def seed(self) -> int:
         return self.sampler.seed
 
+    @property
+    def temporal(self) -> float:
+        """Stabilisation strength, 0 (off) to 1; setting 0 also forgets the stream."""
+        return self.stabilizer.strength
+
+    @temporal.setter
+    def temporal(self, strength: float) -> None:
+        self.stabilizer.strength = strength
+
+    def toggle_temporal(self, strength: float = 0.8) -> float:
+        """Off ↔ on at ``strength`` (e.g. the live window's key); returns the new strength."""
+        self.temporal = 0.0 if self.temporal else strength
+        return self.temporal
+
+    def reset_temporal(self) -> None:
+        """The stream jumped (pause/resume, seek, another source): the next frame is not blended."""
+        self.stabilizer.reset()
+
     def describe(self) -> str:
-        return f"{self.backend_name} | noise {self.noise}"
+        text = f"{self.backend_name} | noise {self.noise}"
+        return text + (f" | temporal {self.temporal:g}" if self.temporal else "")
 
     def placement(self, h: int, w: int) -> Placement:
         """How a frame of h×w maps onto the model input (cached per frame size)."""
@@ -156,8 +194,8 @@ class Translator:
         return self._plans[key]
 
     # --- frames ------------------------------------------------------------------
-    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Placement]:
-        """A BGR frame → (the generator's CHW input, its placement)."""
+    def _fit(self, frame: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """A frame as the model sees it: BGR uint8, resized (and padded) to the model input's size."""
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             frame = to_bgr8(frame, "frame")
         p = self.placement(*frame.shape[:2])
@@ -166,11 +204,29 @@ class Translator:
             # mirror padding: the network sees plausible content, not a hard black edge
             img = cv2.copyMakeBorder(img, p.top, p.mh - p.ch - p.top, p.left, p.mw - p.cw - p.left,
                                      cv2.BORDER_REFLECT_101)
+        return img, p
+
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """A BGR frame → (the generator's CHW input, its placement)."""
+        img, p = self._fit(frame)
         return input_tensor(img, self.spec), p
 
-    def postprocess(self, output: np.ndarray, p: Placement, frame: np.ndarray) -> np.ndarray:
-        """One CHW output → a BGR frame of the original frame's size."""
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Placement, Motion | None]:
+        """``preprocess`` for the next frame of a stream, plus the input's motion since the previous one
+        (None when temporal is off), for ``postprocess(..., motion)``. Once per frame, in stream order;
+        it may run on another thread than the model (p2p-video's decoder does)."""
+        img, p = self._fit(frame)
+        motion = None
+        if self.temporal:  # the flow on the fitted frame: at the model's size, whatever the video's
+            motion = self.stabilizer.track(img[p.top:p.top + p.ch, p.left:p.left + p.cw])
+        return input_tensor(img, self.spec), p, motion
+
+    def postprocess(self, output: np.ndarray, p: Placement, frame: np.ndarray,
+                    motion: Motion | None = None) -> np.ndarray:
+        """One CHW output → a BGR frame of the original frame's size; with ``motion`` (from ``prepare``)
+        stabilised, which advances the stream (once per frame, in order). Without it: plain."""
         out = output[:, p.top:p.top + p.ch, p.left:p.left + p.cw]
+        out = self.stabilizer.blend(out, motion)
         if self.spec.task == "colorize":
             ab = _resize(np.ascontiguousarray(out.transpose(1, 2, 0)), p.w, p.h)
             light = input_tensor(frame, self.spec)  # the frame's own L, at full resolution
@@ -178,11 +234,15 @@ class Translator:
         return _resize(output_to_bgr(out, self.spec), p.w, p.h)
 
     def translate(self, frame: np.ndarray) -> np.ndarray:
-        """One BGR uint8 frame (H×W×3) → its translation, same size."""
-        return self.translate_batch([frame])[0]
+        """One BGR uint8 frame (H×W×3) → its translation, same size. With ``temporal`` on, the next
+        frame of a stream: blended with the previous call's output."""
+        if not self.temporal:
+            return self.translate_batch([frame])[0]
+        x, p, motion = self.prepare(frame)
+        return self.postprocess(self.run(x[None], copy=False)[0], p, frame, motion)
 
     def translate_batch(self, frames) -> list[np.ndarray]:
-        """Frames of one size, run as one batch (batch statistics: see the module doc)."""
+        """Frames of one size, run as one batch (batch statistics: see the module doc); never stabilised."""
         frames = list(frames)
         if not frames:
             return []

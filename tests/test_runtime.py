@@ -377,13 +377,16 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
         import numpy as np
         import p2p.runtime, p2p.video
         from p2p.runtime import Translator
-        from p2p.runtime import backends, trt_backend, artifacts, masks, ort_backend
+        from p2p.runtime import backends, trt_backend, artifacts, masks, ort_backend, flow, temporal, warping_error
         from p2p.video import capture, cli, display, live, options, pipeline
         tr = Translator({str(paired[0])!r}, noise="per-frame", seed=0)
         out = tr.translate(np.full((90, 120, 3), 128, np.uint8))
         assert out.shape == (90, 120, 3), out.shape
-        cli.video_main([{str(paired[0])!r}, {str(clip)!r}, "out.mp4", "--max-frames", "5", "--no-progress"],
-                       standalone_mode=False)
+        tr.temporal = 0.8  # the stabiliser and the warping error: numpy and OpenCV only
+        frames = [np.full((72, 96, 3), 60 + 5 * k, np.uint8) for k in range(3)]
+        warping_error.clip_warping_error(frames, [tr.translate(f) for f in frames])
+        cli.video_main([{str(paired[0])!r}, {str(clip)!r}, "out.mp4", "--max-frames", "5", "--no-progress",
+                        "--temporal", "0.5"], standalone_mode=False)
         live.main([{str(paired[0])!r}, "--source", {str(clip)!r}, "--headless", "--max-frames", "3"],
                   standalone_mode=False)
         from p2p.evaluation import cli as eval_cli  # scoring an exported model on a Jetson: no torch either

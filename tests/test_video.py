@@ -57,8 +57,12 @@ def invoke(command, *args: str):
 # --- p2p-video -------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["tree.avi", "vtest_first10s.mp4"])
 def test_video_keeps_frame_count_and_rate(tmp_path, model, name):
+    """The container's frame count, not just the decodable pictures (tree.avi: 444 frames, 68 pictures)."""
     src = clip(name)
-    frames, fps, size = probe(src)
+    _, fps, size = probe(src)
+    cap = cv2.VideoCapture(str(src))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
     out = tmp_path / "out.mp4"
     result = invoke(video_main, model, src, out, "--no-progress", "--noise", "per-frame", "--seed", "0")
     assert result.exit_code == 0, result.output

@@ -10,7 +10,7 @@ from tqdm import tqdm
 from p2p.runtime.errors import OutputError
 from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image
 
-from .options import model_options, open_translator, user_errors
+from .options import model_options, open_translator, temporal_option, user_errors
 from .pipeline import translate_video
 
 
@@ -18,20 +18,25 @@ from .pipeline import translate_video
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("--side-by-side", is_flag=True, help="Write input | output next to each other.")
+@click.option("--side-by-side", is_flag=True,
+              help="Write input | output next to each other (input | plain | stabilised with --temporal).")
 @click.option("--max-frames", type=click.IntRange(1), default=None, help="Stop after N frames (a quick preview).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (e.g. in logs).")
 @model_options(noise_default="fixed")
+@temporal_option
 def video_main(model, input, output, side_by_side, max_frames, no_progress, **opts):
     """Translate the video INPUT frame by frame into OUTPUT, with MODEL (.onnx or .engine).
 
-    OUTPUT has the input's frame rate and frame count (.mp4, .avi, .mkv, .mov).
-    Decoding and encoding run on their own threads, beside the model.
+    OUTPUT (.mp4, .avi, .mkv, .mov) has the input's frame rate and timeline: a picture the
+    file shows for several frames is written for as many. When frames cannot be decoded,
+    one line says how many. Decoding (and the optical flow of --temporal) and encoding run
+    on their own threads, beside the model.
 
     \b
     Examples:
       p2p-video runs/edges/model.onnx street.mp4 street_p2p.mp4
       p2p-video model.onnx street.mp4 out.mp4 --side-by-side --noise per-frame --seed 1
+      p2p-video model.onnx street.mp4 calm.mp4 --temporal 0.8 --side-by-side
       p2p-video model.engine clip.avi out.avi --fit pad --size 512
     """
     translator = open_translator(model, **opts)
@@ -49,6 +54,9 @@ def video_main(model, input, output, side_by_side, max_frames, no_progress, **op
         finally:
             if bar is not None:
                 bar.close()
+    note = stats.timeline_note(str(input))
+    if note:
+        click.echo(note, err=True)
     click.echo(f"wrote {output}: {stats.frames} frames at {stats.fps:g} fps, translated at "
                f"{stats.throughput:.1f} frames/s")
 

@@ -34,6 +34,14 @@ def model_options(noise_default: str):
     return decorate
 
 
+def temporal_option(f):
+    """--temporal STRENGTH, passed to Translator(temporal=...)."""
+    return click.option("--temporal", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+                        metavar="STRENGTH",
+                        help="Temporal stabilisation, 0 (off) to 1: blend each output with the previous one "
+                             "warped along the input's optical flow, where that flow can be trusted.")(f)
+
+
 def open_translator(model: Path, *, backend: str, noise: str, seed, fit: str, size, threads, **extra) -> Translator:
     with user_errors():
         try:

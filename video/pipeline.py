@@ -1,10 +1,17 @@
 """Offline video translation: decode → translate → encode, every frame, at the input's frame rate.
 
 Three stages on three threads joined by small queues: the decoder also prepares the
-model input (resize, adapter, normalise) and the encoder finishes each frame (output
-adapter, resize back, side-by-side) and writes it, so the inference thread does
-nothing but run the model. OpenCV and ONNX Runtime release the GIL, so the stages
-really overlap.
+model input (resize, adapter, normalise) and, with temporal stabilisation, the optical
+flow; the encoder finishes each frame (temporal blend, output adapter, resize back,
+side-by-side) and writes it, so the inference thread does nothing but run the model.
+OpenCV and ONNX Runtime release the GIL, so the stages really overlap.
+
+The output keeps the input's timeline: each decoded picture is written for as long as
+its timestamps say it is shown. Some files store a picture once and then "repeat the
+previous picture" entries (AVI drop frames, variable frame rates): OpenCV decodes such a
+picture once, and it is written once per frame it covers. Where a frame cannot be
+decoded, the decoder seeks past the damage and the previous picture stands in; what
+was repeated, lost or missing at the end is counted in ``VideoStats``.
 """
 from __future__ import annotations
 
@@ -27,15 +34,107 @@ _END = object()
 
 @dataclass
 class VideoStats:
-    frames: int
+    frames: int         # written
     seconds: float
     fps: float          # of the output file (= the input's)
     size: tuple[int, int]
+    pictures: int = 0   # decoded and translated (fewer than frames when the file repeats pictures)
+    declared: int | None = None  # the container's frame count
+    repeats: int = 0    # frames the file stores as "repeat the previous picture": written as such
+    lost: int = 0       # frames that would not decode, skipped by seeking: the previous picture stands in
+    limited: bool = False  # stopped by max_frames
 
     @property
     def throughput(self) -> float:
-        """Frames translated per second of wall time."""
-        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+        """Pictures translated per second of wall time."""
+        return self.pictures / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def missing(self) -> int:
+        """Declared frames beyond the last one decoded (a file that ends early)."""
+        if self.limited or not self.declared:
+            return 0
+        return max(0, self.declared - self.frames)
+
+    def timeline_note(self, name: str) -> str | None:
+        """One line when the file did not decode into the frames its container declares; else None."""
+        if self.missing > 1:  # containers may round their count: one frame is not worth a warning
+            return (f"warning: {name} declares {self.declared} frames but only {self.frames} could be decoded "
+                    f"(it ends early or is damaged{f'; {self.lost} lost on the way' if self.lost else ''}): "
+                    f"wrote {self.frames} frames, {self.frames / self.fps:.1f} s of {self.declared / self.fps:.1f} s")
+        if self.lost:
+            return (f"warning: {name}: {self.lost} of its {self.declared or self.frames} frames would not decode; "
+                    "skipped past them, the previous picture stands in for them")
+        if self.repeats and not self.limited:
+            return (f"note: {name} declares {self.declared or self.frames} frames but stores {self.pictures} "
+                    f"pictures (the other {self.repeats} frames repeat the previous one): each picture was "
+                    f"written for as long as it is shown, {self.frames} frames")
+        return None
+
+
+class Timeline:
+    """Decoded pictures and where each sits on the container's frame timeline (from its timestamp).
+
+    ``read()`` → (picture, index) or None at the end. A failed read before the declared end is
+    retried further on (1, 2, 4, ... frames ahead, then bisected back), as FFmpeg can resume
+    after damage when asked to seek.
+    """
+
+    def __init__(self, cap: cv2.VideoCapture, fps: float, declared: int | None):
+        self.cap, self.fps, self.declared = cap, fps, declared
+        self.repeats = self.lost = 0
+        self._t0: float | None = None
+        self._last_ms = -1.0
+        self._last = -1
+
+    def read(self) -> tuple[np.ndarray, int] | None:
+        ok, frame = self.cap.read()
+        skipped = not ok or frame is None
+        if skipped:
+            frame = self._seek_past_damage()
+            if frame is None:
+                return None
+        ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        if self._t0 is None:
+            self._t0 = ms
+        # never backwards nor twice on one frame: a stream without timestamps counts one by one
+        index = max(self._last + 1, round((ms - self._t0) * self.fps / 1000.0))
+        if self._last >= 0:
+            gap = index - self._last - 1
+            if skipped:
+                self.lost += gap
+            else:
+                self.repeats += gap
+        self._last, self._last_ms = index, ms
+        return frame, index
+
+    def _try(self, position: int) -> np.ndarray | None:
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, position)
+        ok, frame = self.cap.read()
+        if ok and frame is not None and self.cap.get(cv2.CAP_PROP_POS_MSEC) > self._last_ms:
+            return frame
+        return None
+
+    def _seek_past_damage(self) -> np.ndarray | None:
+        start = self._last + 1  # the frame that failed
+        if not self.declared or start >= self.declared - 1:
+            return None
+        step, frame = 1, None
+        while start + step < self.declared:
+            frame = self._try(start + step)
+            if frame is not None:
+                break
+            step *= 2
+        if frame is None:
+            return None
+        bad, good = start + step // 2, start + step  # bisect back to the first frame that decodes
+        while good - bad > 1:
+            mid = (bad + good) // 2
+            if self._try(mid) is not None:
+                good = mid
+            else:
+                bad = mid
+        return self._try(good)
 
 
 def check_output(path: Path, source: Path | None = None) -> str:
@@ -81,7 +180,11 @@ class _Stage(threading.Thread):
 def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = False,
                     max_frames: int | None = None, on_open: Callable[[int | None, float], None] | None = None,
                     on_frame: Callable[[], None] | None = None, queue_size: int = 4) -> VideoStats:
-    """Translate ``src`` into ``dst`` frame by frame. ``on_open(total, fps)`` and ``on_frame()`` feed a progress bar."""
+    """Translate ``src`` into ``dst`` frame by frame. ``on_open(total, fps)`` and ``on_frame()`` feed a progress bar.
+
+    With ``translator.temporal`` > 0 the output is stabilised (the stream starts afresh here), and
+    ``side_by_side`` writes input | plain | stabilised; otherwise input | output.
+    """
     src, dst = Path(src), Path(dst)
     codec = check_output(dst, src)
     cap = Source("file", str(src)).open()
@@ -90,12 +193,16 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
         cap.release()
         raise CaptureError(f"{src} does not say its frame rate; re-encode it (e.g. ffmpeg -i IN -r 30 OUT.mp4)")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    ok, first = cap.read()
-    if not ok or first is None:
+    timeline = Timeline(cap, fps, total)
+    first = timeline.read()
+    if first is None:
         cap.release()
         raise CaptureError(f"cannot read {src}: no decodable frame in it")
-    h, w = first.shape[:2]
-    size = (2 * w if side_by_side else w, h)
+    h, w = first[0].shape[:2]
+    temporal = bool(translator.temporal)
+    translator.reset_temporal()
+    panels = (3 if temporal else 2) if side_by_side else 1
+    size = (panels * w, h)
     writer = open_writer(dst, fps, size, codec)
     if on_open:
         on_open(min(total, max_frames) if total and max_frames else (total or max_frames), fps)
@@ -121,17 +228,26 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
                 if stop.is_set():
                     return _END
 
+    limit = max_frames if max_frames is not None else float("inf")
+    limited, pictures = False, 0
+
     def decode() -> None:
-        frame, count = first, 0
-        while frame is not None and (max_frames is None or count < max_frames):
+        nonlocal limited, pictures
+        current = first
+        while current is not None and current[1] < limit:
+            frame, index = current
+            upcoming = timeline.read()  # one picture ahead: its timestamp says how long this one shows
+            hold = (upcoming[1] if upcoming is not None else index + 1) - index
+            if index + hold > limit:
+                hold, limited = int(limit - index), True
             if frame.shape[:2] != (h, w):  # a stream that changes size: the writer takes one size only
                 frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            x, placement = translator.preprocess(frame)
-            if not put(q_in, (frame, x, placement)):
+            x, placement, motion = translator.prepare(frame)  # with --temporal, the flow runs here, beside the model
+            if not put(q_in, (frame, x, placement, motion, hold)):
                 return
-            count += 1
-            ok, frame = cap.read()
-            frame = frame if ok else None
+            pictures += 1
+            current = upcoming
+        limited = limited or current is not None
         put(q_in, _END)
 
     written = 0
@@ -139,12 +255,16 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     def encode() -> None:
         nonlocal written
         while (item := get(q_out)) is not _END:
-            frame, out, placement = item
-            result = translator.postprocess(out, placement, frame)
-            writer.write(np.hstack([frame, result]) if side_by_side else result)
-            written += 1
-            if on_frame:
-                on_frame()
+            frame, out, placement, motion, hold = item
+            result = translator.postprocess(out, placement, frame, motion)
+            if side_by_side:
+                plain = [translator.postprocess(out, placement, frame)] if temporal else []
+                result = np.hstack([frame, *plain, result])
+            for _ in range(hold):
+                writer.write(result)
+                written += 1
+                if on_frame:
+                    on_frame()
 
     decoder, encoder = _Stage("p2p-decode", decode, stop), _Stage("p2p-encode", encode, stop)
     start = time.perf_counter()
@@ -153,9 +273,9 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     finished = False
     try:
         while (item := get(q_in)) is not _END:
-            frame, x, placement = item
+            frame, x, placement, motion, hold = item
             out = translator.run(x[None])[0]  # a copy: the backend reuses its output buffer
-            if not put(q_out, (frame, out, placement)):
+            if not put(q_out, (frame, out, placement, motion, hold)):
                 break
         put(q_out, _END)  # after the last frame: the encoder finishes the queue, then stops
         finished = True
@@ -172,4 +292,5 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     for stage in (decoder, encoder):
         if stage.error is not None:
             raise stage.error
-    return VideoStats(written, time.perf_counter() - start, fps, size)
+    return VideoStats(written, time.perf_counter() - start, fps, size, pictures=pictures, declared=total,
+                      repeats=timeline.repeats, lost=timeline.lost, limited=limited)
