@@ -265,7 +265,7 @@ def middle(half: np.ndarray) -> np.ndarray:
 
 def test_window_keys_and_size_without_window_manager(bare_desktop, long_clip, tmp_path, live_runs):
     """Full size when it fits; the labels and status are readable; space pauses, n re-translates the held
-    frame, s saves unique snapshots, q quits with exit 0."""
+    frame, t turns stabilisation on (and says so), s saves unique snapshots, q quits with exit 0."""
     snapshots = tmp_path / "snaps"
     live = Live(bare_desktop, tmp_path, "--snapshots", str(snapshots), clip=long_clip)
     live_runs.append(live)
@@ -297,6 +297,10 @@ def test_window_keys_and_size_without_window_manager(bare_desktop, long_clip, tm
     after = live.picture()
     assert np.array_equal(middle(after[:, :half]), middle(before[:, :half]))  # same input frame
     assert np.abs(middle(after[:, half:]) - middle(before[:, half:])).mean() > 2, "n did not change the output"
+    live.key("t")  # temporal stabilisation on (0.8: --temporal was not given); the status line says so
+    time.sleep(0.8)
+    status = ocr(live.picture()[-max(40, PAIR[1] // 8):, :half], tmp_path)
+    assert "temporal 0.8" in status, status
 
     for count in (1, 2):  # one at a time: OpenCV's waitKey keeps only the last of keys typed within one call
         live.key("s")
@@ -307,7 +311,7 @@ def test_window_keys_and_size_without_window_manager(bare_desktop, long_clip, tm
 
     live.key("q")  # while paused: only q can end it (a paused clip is not read further)
     assert_clean_exit(live, live.wait())
-    assert "noise: off" in live.err
+    assert "noise: off" in live.err and "temporal stabilisation: 0.8" in live.err
     assert all(f"saved {path.relative_to(tmp_path)}" in live.err or f"saved {path}" in live.err for path in saved)
     assert re.search(r"s paused, not counted\)", live.err), live.err
 

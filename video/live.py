@@ -13,7 +13,7 @@ from p2p.runtime.artifacts import default_model, demo_model, find_models
 
 from .capture import LatestFrameReader, parse_source
 from .display import FpsMeter, Window, side_by_side
-from .options import model_options, open_translator, user_errors
+from .options import model_options, open_translator, temporal_option, user_errors
 from .pipeline import check_output, open_writer
 
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
@@ -55,9 +55,10 @@ class Recorder:
             self.writer.release()
 
 
-KEYS = {"q": "quit", "esc": "quit", " ": "pause", "n": "noise", "s": "snapshot"}
-# what the window shows bottom-right; a new key (e.g. t for temporal stabilisation) adds one entry to each
-KEY_HINT = "q quit | space pause | n noise | s snapshot"
+KEYS = {"q": "quit", "esc": "quit", " ": "pause", "n": "noise", "t": "temporal", "s": "snapshot"}
+# what the window shows bottom-right; a new key adds one entry to each
+KEY_HINT = "q quit | space pause | n noise | t temporal | s snapshot"
+DEFAULT_TEMPORAL = 0.8  # what t turns stabilisation on to when --temporal did not say
 
 
 def pick_model(runs: Path) -> tuple[Path, str]:
@@ -125,6 +126,7 @@ def say(message: str) -> None:
 @click.option("--runs", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"), show_default=True,
               help="Where to look for the newest exported model when MODEL is not given.")
 @model_options(noise_default="fixed")
+@temporal_option
 def main(model, camera, source, headless, record, max_frames, snapshots, runs, **opts):
     """Translate a live camera with MODEL (.onnx or .engine), frame by frame.
 
@@ -134,8 +136,8 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
 
     The window shows input | output, sized to the frames (scaled down to fit the
     screen). Keys in the window: q (or Esc) quit, space pause, n cycle the noise
-    mode, s save a snapshot (full-size PNG in --snapshots). Closing the window
-    quits too.
+    mode, t temporal stabilisation on/off, s save a snapshot (full-size PNG in
+    --snapshots). Closing the window quits too.
 
     \b
     Examples:
@@ -170,7 +172,8 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
     meter = FpsMeter()
     try:
         with user_errors(), reader:
-            _loop(reader, translator, window, recorder, meter, max_frames, SnapshotSaver(snapshots))
+            _loop(reader, translator, window, recorder, meter, max_frames, SnapshotSaver(snapshots),
+                  opts["temporal"] or DEFAULT_TEMPORAL)
     finally:
         if recorder:
             recorder.close(meter.overall)
@@ -181,7 +184,7 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
         f"({translator.describe()}; {reader.dropped} source frames skipped to stay live{paused})")
 
 
-def _loop(reader, translator, window, recorder, meter, max_frames, saver) -> None:
+def _loop(reader, translator, window, recorder, meter, max_frames, saver, temporal: float) -> None:
     frame = view = None
     paused, last_print = False, time.perf_counter()
     try:
@@ -210,8 +213,13 @@ def _loop(reader, translator, window, recorder, meter, max_frames, saver) -> Non
                     meter.pause()
                 else:
                     meter.resume()
-            elif action == "noise":
-                say(f"noise: {translator.sampler.next_mode()}")
+                    translator.reset_temporal()  # the source moved on meanwhile: no blending across the gap
+            elif action in ("noise", "temporal"):
+                if action == "noise":
+                    say(f"noise: {translator.sampler.next_mode()}")
+                else:
+                    strength = translator.toggle_temporal(temporal)
+                    say(f"temporal stabilisation: {strength:g}" if strength else "temporal stabilisation: off")
                 if paused:  # show the held frame in the new mode
                     view = side_by_side(frame, translator.translate(frame))
             elif action == "snapshot":
