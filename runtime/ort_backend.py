@@ -7,6 +7,7 @@ into a preallocated output buffer (no per-frame output allocation or copy).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,6 +61,8 @@ NEEDS = {
                 "(pip install 'onnxruntime-gpu[cuda,cudnn]' brings them; 1.27 and later want CUDA 13, driver ≥ 580)",
 }
 
+
+SOURCE_LOCATION = re.compile(r"^/\S+\.(?:cc|cpp|h):\d+ [^(]*\([^)]*\)\s*")
 
 # What a session asks for, best first: nodes a provider cannot take go to the next one.
 CHAINS = {"ort-tensorrt": ("ort-tensorrt", "ort-cuda", "ort-cpu"), "ort-cuda": ("ort-cuda", "ort-cpu"),
@@ -161,7 +164,8 @@ class OrtBackend:
             # banner on stdout): the caller decides what a provider that cannot start means
             return ort.InferenceSession(str(self.path), opts, providers=providers, enable_fallback=0)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/EPFail/... classes
-            raise _StartFailure(first_line(exc)) from None
+            # "/onnxruntime_src/...state.cc:729 void onnxruntime::...(...) Please install ...": keep the sentence
+            raise _StartFailure(SOURCE_LOCATION.sub("", first_line(exc, 2000))[:300]) from None
 
     def _provider(self, name: str, settings: "_Settings"):
         """ONNX Runtime's provider entry for ``name``: its name, with options where it takes some."""
