@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .distributed import World, any_rank, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
 from .config import TrainConfig
 from .data import TrainingSet
 from .distill import Student, Teacher, check_pair, feature_loss, load_teacher
+from .distributed import World, any_rank, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
 from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
@@ -219,7 +219,7 @@ class Trainer:
                           pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(epoch))
 
     def batches(self, start: int):
-        """(x, y) for every iteration from ``start`` on, epoch after epoch."""
+        """(input, target, has_target) batches for every iteration from ``start`` on, epoch after epoch."""
         epoch, position = divmod(start, self.steps_per_epoch)
         while True:
             yield from self.loader(epoch, position)
