@@ -14,7 +14,7 @@ from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, worl
 EXAMPLE = """
 \b
 Examples:
-  p2p-train --out runs/demo --size 128 --epochs 5 --epochs-decay 5      # embedded street clips, edges→photo
+  p2p-train --out runs/demo --size 128 --ngf 16 --ndf 16 --epochs 100 --epochs-decay 100   # embedded clips, edges→photo
   p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
   p2p-train --data photos/ --task colorize --out runs/color
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
