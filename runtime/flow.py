@@ -37,6 +37,14 @@ class FlowEstimator:
                                             poly_n=5, poly_sigma=1.2, flags=0)
 
 
+def backward_motion(flow: FlowEstimator, current: np.ndarray, previous: np.ndarray):
+    """(backward flow current → previous, its sample points, the non-occluded mask): what both the
+    warping error and the stabiliser need to lay the previous frame over the current one."""
+    backward = flow(current, previous)
+    points = sample_points(backward)
+    return backward, points, consistent(backward, flow(previous, current), points)
+
+
 def to_gray(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A BGR (or gray) uint8 frame as gray at ``size`` (width, height): what flow is computed on."""
     if (frame.shape[1], frame.shape[0]) != tuple(size):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .flow import FlowEstimator, consistent, pixel_grid, sample_points, to_gray, warp
+from .flow import FlowEstimator, backward_motion, pixel_grid, to_gray, warp
 
 FLOW_SIDE = 96              # the flow image's longer side (pixels): cost, not quality, sets it (benchmarks/temporal.md)
 FLOW_METHOD = "dis-ultrafast"  # half the cost of dis-fast for a few points less calm (benchmarks/temporal.md)
@@ -94,10 +94,7 @@ class Stabilizer:
         prev, self._prev_gray = self._prev_gray, gray
         if prev is None or prev.shape != gray.shape:
             return Motion(None, None)
-        backward = self._flow(gray, prev)
-        forward = self._flow(prev, gray)
-        points = sample_points(backward)
-        fb_ok = consistent(backward, forward, points)
+        backward, points, fb_ok = backward_motion(self._flow, gray, prev)
         change = cv2.absdiff(gray, warp(prev, backward, points)).astype(np.float32) * np.float32(1 / self.tolerance)
         confidence = np.exp(-change * change) * fb_ok
         # distrust a pixel's neighbours too: motion edges are blurry at this resolution

@@ -23,7 +23,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .flow import FlowEstimator, consistent, sample_points, to_gray, warp
+from .flow import FlowEstimator, backward_motion, to_gray, warp
 
 METRIC_WIDTH = 320
 METRIC_FLOW = "dis-medium"
@@ -68,10 +68,7 @@ class WarpingError:
         images = {name: self._image(img) for name, img in streams.items()}
         errors: dict[str, float] = {}
         if self._prev_gray is not None:
-            backward = self.flow(gray, self._prev_gray)
-            forward = self.flow(self._prev_gray, gray)
-            points = sample_points(backward)
-            mask = consistent(backward, forward, points)
+            backward, points, mask = backward_motion(self.flow, gray, self._prev_gray)
             self.kept.append(float(mask.mean()))
             for name, img in images.items():
                 if name not in self._prev:
@@ -108,11 +105,11 @@ def read_clip(path, max_frames: int | None = None):
         cap.release()
 
 
-def measure(frames, streams: dict[str, Callable[[np.ndarray], np.ndarray]], *, meter: WarpingError | None = None,
+def measure(frames, streams: dict[str, Callable[[np.ndarray], np.ndarray]], *,
             on_frame: Callable[[int, np.ndarray, dict], None] | None = None) -> WarpingError:
     """Translate each frame by every stream (name → function, e.g. a Translator's ``translate``) and feed
     the meter; ``on_frame(n, frame, outputs)`` after each frame (n from 1). Returns the meter."""
-    meter = meter or WarpingError()
+    meter = WarpingError()
     for n, frame in enumerate(frames, 1):
         outputs = {name: fn(frame) for name, fn in streams.items()}
         meter.step(frame, outputs)
