@@ -77,7 +77,7 @@ def main(model, data, video, temporal, max_frames, direction, split, layout, siz
                                  samples=samples, seed=seed, limit=limit, rows=rows, segmenter=segmenter,
                                  seg_config={"iters": seg_iters} if seg_iters else None, cache=cache,
                                  progress=not no_progress, log=log)
-        results["model_name"] = model.resolve().name if model.is_dir() else model.name
+        results["model_name"] = display_name(model)
         folder = report or default_report_dir(model, data, split)
         replaced = earlier_report(folder)
         html_path = write_outputs(folder, results, page)
@@ -91,6 +91,11 @@ def main(model, data, video, temporal, max_frames, direction, split, layout, siz
     click.echo(json.dumps(out))
 
 
+def display_name(model: Path) -> str:
+    """The model's name in reports: the run folder's name, or the file's."""
+    return model.resolve().name if model.is_dir() else model.name
+
+
 def video_main(model: Path, video: Path, *, size, seed, temporal, max_frames, report, backend, progress) -> None:
     """p2p-eval --video: the warping error of MODEL on a clip, to metrics.json, index.html and a plot."""
     if not video.is_file():
@@ -99,7 +104,7 @@ def video_main(model: Path, video: Path, *, size, seed, temporal, max_frames, re
         m = open_model(model, backend)
         results, sample = evaluate_video(m, video, size=size, seed=seed, temporal=temporal, max_frames=max_frames,
                                          progress=progress)
-        results["model_name"] = model.resolve().name if model.is_dir() else model.name
+        results["model_name"] = display_name(model)
         html_path = write_video_outputs(report or default_video_report_dir(model, video), results, sample)
     for line in video_summary_lines(results):
         click.echo(line, err=True)
