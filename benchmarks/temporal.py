@@ -35,18 +35,14 @@ from p2p.runtime.translator import Translator
 from p2p.runtime.warping_error import INPUT, METRIC_FLOW, METRIC_WIDTH, measure, read_clip
 from p2p.video.pipeline import translate_video
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runtime_fps import cpu_name  # noqa: E402  (one CPU probe for the benchmarks)
+
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT.parent / "shared" / "data" / "video"
 CLIPS = ("vtest_first10s.mp4", "tree.avi")
 DEMO = ROOT / "runtime" / "demo" / "demo.onnx"
 SIZE = 256
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def train_own(work: Path, iters: int) -> tuple[Path, float]:
