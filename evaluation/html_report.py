@@ -102,12 +102,11 @@ def warping_plot_png(series: dict[str, list[float]], title: str) -> bytes:
     """The per-frame warping error of each stream over time (log scale: the floor and the flicker differ ~10×)."""
     import io
 
-    import matplotlib  # heavy: loaded only when a video report is written
+    from matplotlib.figure import Figure  # heavy: loaded only when a video report is written
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    # a bare Figure, as training's loss curve: no global backend or pyplot figure registry is touched
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), values, lw=1.2 if name == "input" else 1,
                 ls="--" if name == "input" else "-", color="black" if name == "input" else None, label=name)
@@ -120,7 +119,6 @@ def warping_plot_png(series: dict[str, list[float]], title: str) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
     return buf.getvalue()
 
 
