@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 from conftest import ROOT
 from p2p.runtime import Translator, contract, ort_backend, trt_backend
 from p2p.runtime.errors import BackendUnavailable
+from p2p.training.checkpoint import load_checkpoint
+from p2p.training.config import default_data_dir
+from p2p.training.trainer import TrainConfig, Trainer, restore_rng
 from test_runtime import export_tiny
 
 GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -63,6 +67,47 @@ class FakeGpuOrt:
 
         monkeypatch.setattr(ort_backend.ort, "get_available_providers", lambda: list(GPU_BUILD))
         monkeypatch.setattr(ort_backend.ort, "InferenceSession", Session)
+
+
+# --- issue 19 (1): RNG states are restored from CPU byte tensors, whatever the map location -----------
+class CudaByteTensor(torch.Tensor):
+    """A checkpoint tensor as torch.load(map_location="cuda") returns it: on the GPU; .cpu() copies it back."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+    def cpu(self, *args, **kwargs):
+        return self.as_subclass(torch.Tensor).clone()
+
+
+def strict_rng_setter(seen: dict, key: str):
+    """torch.set_rng_state / torch.cuda.set_rng_state: both check for a CPU ByteTensor (at::detail::check_rng_state)
+    and raise "RNG state must be a torch.ByteTensor" for anything else, a CUDA tensor included."""
+    def set_rng_state(state, device="cuda"):
+        if type(state) is not torch.Tensor or state.device.type != "cpu" or state.dtype != torch.uint8:
+            raise TypeError("RNG state must be a torch.ByteTensor")
+        seen[key] = state
+    return set_rng_state
+
+
+def test_resume_restores_rng_states_loaded_onto_the_gpu(tmp_path, monkeypatch):
+    cfg = TrainConfig(data=str(default_data_dir()), out=str(tmp_path), task="edges", size=32, ngf=4, ndf=4,
+                      batch_size=2, progress=False)
+    trainer = Trainer(cfg)
+    trainer.save()
+    state = load_checkpoint(tmp_path)
+    saved = state["rng"]["torch"].clone()
+    state["rng"]["torch"] = state["rng"]["torch"].as_subclass(CudaByteTensor)  # as map_location="cuda" loads it
+    seen: dict = {}
+    monkeypatch.setattr(torch, "set_rng_state", strict_rng_setter(seen, "torch"))
+    Trainer(cfg, resume=state)  # the old code handed the CUDA tensor to set_rng_state: TypeError
+    assert torch.equal(seen["torch"], saved)
+    # and the CUDA generator's state, on a CUDA device
+    monkeypatch.setattr(torch.cuda, "set_rng_state", strict_rng_setter(seen, "cuda"))
+    restore_rng({"torch": saved.as_subclass(CudaByteTensor), "cuda": saved.as_subclass(CudaByteTensor)},
+                torch.device("cuda", 0))
+    assert torch.equal(seen["cuda"], saved)
 
 
 # --- defect 6: ONNX Runtime providers must not fall back silently ---------------------------------
