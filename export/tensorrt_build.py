@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p.runtime import contract
+from p2p.runtime import contract, install_hints
 from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
@@ -25,8 +25,7 @@ from p2p.runtime.trt_backend import MIN_TENSORRT, version_tuple
 
 from .onnx_export import ExportError, read_onnx_spec
 
-INSTALL_HINT = ("on Jetson use JetPack's TensorRT (sudo apt install python3-libnvinfer, and a venv made with "
-                "--system-site-packages); elsewhere pip install 'p2p[gpu-cu12]' (CUDA 12) or 'p2p[gpu-cu13]' (CUDA 13)")
+INSTALL_HINT = f"{install_hints.GPU}; {install_hints.JETSON}"
 
 
 class TensorRTUnavailable(ExportError):

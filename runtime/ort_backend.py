@@ -19,7 +19,7 @@ try:
 except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said when a model is opened
     ort = None
 
-from . import contract
+from . import contract, install_hints
 from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
 from .errors import BackendUnavailable, first_line
 from .spec import ModelSpec, SpecError
@@ -38,8 +38,7 @@ def cache_dir() -> Path:
     return Path(base) / "p2p" / "ort-tensorrt"
 
 
-NO_ORT = ("ONNX Runtime is not installed: pip install 'p2p[cpu]' (or 'p2p[gpu-cu12]' / 'p2p[gpu-cu13]' for "
-          "onnxruntime-gpu; never both)")
+NO_ORT = f"ONNX Runtime is not installed: {install_hints.ORT}"
 
 
 def present_providers() -> list[str]:

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import contract
+from . import contract, install_hints
 from .artifacts import ArtifactError, ShapeError, read_engine_meta
 from .errors import BackendUnavailable
 from .spec import SpecError
 
-INSTALL_HINT = ("pip install 'p2p[gpu-cu12]' (CUDA 12, driver ≥ 525) or 'p2p[gpu-cu13]' (CUDA 13, driver ≥ 580) "
-                "on a CUDA machine; on Jetson use JetPack's TensorRT (python3-libnvinfer) in a venv made with "
-                "--system-site-packages")
+INSTALL_HINT = f"{install_hints.GPU}; {install_hints.JETSON}"
 MIN_TENSORRT = (8, 5)  # the named-tensor API (set_input_shape, execute_async_v3) starts there
 
 # numpy types of TensorRT's data types, by name (trt.nptype before 8.5.3 breaks on numpy ≥ 1.24)
@@ -63,7 +61,7 @@ def cuda_problem(cudart) -> str | None:
         _, runtime = cudart.cudaRuntimeGetVersion()
         return (f"the NVIDIA driver (CUDA {_cuda_version(driver)}) is older than this cuda-python needs (CUDA "
                 f"{_cuda_version(runtime)}): update the driver (CUDA 13 needs ≥ 580, CUDA 12 ≥ 525), or install "
-                "the packages for your driver's CUDA (pip install 'p2p[gpu-cu12]')")
+                f"the packages for your driver's CUDA ({install_hints.GPU_CU12})")
     if err in (codes.cudaSuccess, codes.cudaErrorNoDevice):
         return ("no CUDA device is visible (CUDA_VISIBLE_DEVICES empty, or no NVIDIA GPU): use the .onnx model on "
                 "the CPU instead")

@@ -353,7 +353,7 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
                       "--batch", "2"])
     assert result.exit_code == 1
     line = one_line_error(result)
-    assert "TensorRT is not installed" in line and "p2p[gpu-cu12]" in line and "JetPack" in line
+    assert "TensorRT is not installed" in line and "P2P_GPU=cu12 ./install.sh" in line and "JetPack" in line
     assert "was written" in line
     assert "OK: fp16" in result.output
     # the ONNX file is there and complete; no engine, no stray files
@@ -496,7 +496,7 @@ def test_tensorrt_too_old_to_build_is_refused_in_one_line(monkeypatch):
 
 def test_import_tensorrt_explains_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(TensorRTUnavailable, match="JetPack.*gpu-cu12"):
+    with pytest.raises(TensorRTUnavailable, match=r"P2P_GPU=cu12 \./install\.sh.*JetPack"):
         import_tensorrt()
 
 

@@ -7,6 +7,7 @@ What each fake stands for is read from the real API sources: ONNX Runtime's
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -19,7 +20,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from p2p.runtime import Translator, contract, ort_backend, trt_backend
+from p2p.runtime import Translator, contract, install_hints, ort_backend, trt_backend
 from p2p.runtime.errors import BackendUnavailable
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.config import default_data_dir
@@ -190,7 +191,7 @@ class FakeCudart:
 
 def test_cuda_problems_are_named():
     too_old = trt_backend.cuda_problem(FakeCudart(35, driver=12020, runtime=13000))
-    assert "driver (CUDA 12.2) is older than" in too_old and "CUDA 13.0" in too_old and "gpu-cu12" in too_old
+    assert "driver (CUDA 12.2) is older than" in too_old and "CUDA 13.0" in too_old and "P2P_GPU=cu12 ./install.sh" in too_old
     assert "no CUDA device" in trt_backend.cuda_problem(FakeCudart(100))
     assert "no CUDA device" in trt_backend.cuda_problem(FakeCudart(0, count=0))
     assert "cudaErrorUnknown" in trt_backend.cuda_problem(FakeCudart(999))
@@ -269,6 +270,35 @@ def test_install_sh_swaps_onnxruntime_builds_cleanly(tmp_path):
     bad = subprocess.run(["bash", str(ROOT / "install.sh")], env={**os.environ, "P2P_GPU": "cu11"},
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "cu12 or cu13" in bad.stderr
+
+
+# --- issue 19 (2): every install hint runs as printed from a checkout; the distribution is not "p2p" -------
+OLD_HINT = re.compile(r"p2p\[|pip install (-U |--upgrade )?['\"]?p2p(?![-\w])")
+
+
+def test_install_hints_install_this_checkout_never_the_pypi_project_named_p2p(tmp_path):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == install_hints.DISTRIBUTION != "p2p"  # "p2p" on PyPI is someone else's code
+    assert {"p2p-train", "p2p-export", "p2p-live"} <= set(project["scripts"])  # the commands keep their names
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    stale = [f"{name}:{n}: {line.strip()}" for name in tracked if name.endswith((".py", ".md", ".sh", ".toml"))
+             and name != "runtime/install_hints.py" and (ROOT / name).is_file()
+             for n, line in enumerate((ROOT / name).read_text(errors="replace").splitlines(), 1)
+             if OLD_HINT.search(line)]
+    assert not stale, "hints that install PyPI's unrelated p2p:\n" + "\n".join(stale)
+    # what the hints name exists: install.sh takes P2P_GPU=cu12/cu13, the extras are in pyproject
+    extras = project["optional-dependencies"]
+    hints = " ".join((install_hints.GPU, install_hints.GPU_CU12, install_hints.ORT))
+    majors = set(re.findall(r"P2P_GPU=(cu\d+) \./install\.sh", hints))
+    assert majors == {"cu12", "cu13"}
+    for major in majors:
+        assert f"gpu-{major}" in extras
+        assert f"install -q -e .[gpu-{major},gui,test]" in run_install(tmp_path / major, set(),
+                                                                     {"P2P_GPU": major, "P2P_TORCH": "keep"})
+    assert all(extra in extras for extra in re.findall(r'pip install -e "\.\[([\w-]+)\]"', hints))
+    # a stale install under the old name (or PyPI's p2p) is removed before this one goes in
+    calls = run_install(tmp_path / "stale", {"p2p"}, {"P2P_TORCH": "keep"})
+    assert calls.index("uninstall -q -y p2p") < calls.index("install -q -e .[cpu,gui,test]")
 
 
 # --- defect 7: the GPU check is one command, and its CPU dry run keeps it from rotting -----------------
