@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 
 import onnx
-from onnxconverter_common import float16
 
 # Checked in tests/test_export.py and by --verify: fp16 vs the PyTorch fp32 generator
 # on outputs in [-1, 1]. Measured ≈ 2e-3 on the paper's unet_256 (DEPLOYMENT-FACTS.md).
@@ -24,6 +23,8 @@ NORM_OPS = ["InstanceNormalization", "ReduceMean"]
 
 def to_fp16(model: onnx.ModelProto, *, keep_norm_fp32: bool = True) -> onnx.ModelProto:
     """An FP16 copy of ``model`` with float32 inputs and outputs (``model`` is left as it is)."""
+    from onnxconverter_common import float16  # here: finding the normalisations (TensorRT builds) needs only onnx
+
     block = list(float16.DEFAULT_OP_BLOCK_LIST) + (NORM_OPS if keep_norm_fp32 else [])
     nodes = [n.name for group in norm_nodes(model) for n in group] if keep_norm_fp32 else []
     copy = onnx.ModelProto()

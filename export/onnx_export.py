@@ -24,7 +24,6 @@ from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 
-from .fp16 import to_fp16
 
 OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 10+ and ORT 1.14+ read it
 OPSETS = (17, 18)  # 17: rewritten for TensorRT 8.6's parser (export/opset17.py)
@@ -45,7 +44,10 @@ def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: s
     ``opset`` 17 writes the graph TensorRT 8.6 (JetPack 6.0) parses; 18 is the exporter's own.
     """
     model = build_onnx(generator, spec, norm=norm, opset=opset)
-    return write_model(to_fp16(model) if fp16 else model, spec, "fp16" if fp16 else "fp32", path)
+    if fp16:
+        from .fp16 import to_fp16  # onnxconverter-common: only FP16 needs it
+        model = to_fp16(model)
+    return write_model(model, spec, "fp16" if fp16 else "fp32", path)
 
 
 def write_model(model: onnx.ModelProto, spec: ModelSpec, precision: str, path) -> Path:

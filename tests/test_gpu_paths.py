@@ -444,7 +444,48 @@ def test_gpu_check_cpu_dry_run():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-dry-run"],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
-    for name in ("amp-bf16", "amp-fp16", "channels-last", "resume-across-amp", "process-group-save", "parity"):
+    for name in ("amp-bf16", "amp-fp16", "channels-last", "resume-across-amp", "resume-exact", "ddp-1-rank", "parity",
+                 "export-from-gpu", "opset17", "fp16-norm-onnx", "ort-fallback", "install-name"):
         assert f"PASS {name}:" in result.stdout, result.stdout
-    assert "SKIP tensorrt-backend: no CUDA GPU" in result.stdout
+    for name in ("tensorrt-backend", "tensorrt-opset17", "tensorrt-fp16-norm", "ort-cuda", "ort-tensorrt"):
+        assert f"SKIP {name}: no CUDA GPU" in result.stdout, result.stdout
     assert "FAIL" not in result.stdout
+    header = result.stdout.splitlines()[0]  # what gpu_check.md records: date and versions
+    assert "dry run, 20" in header and "torch 2." in header and "onnxruntime 1." in header
+
+
+# --- issue 19 (8): the check runs with whatever is installed ------------------------------------------
+BLOCKING_RUN = """
+import importlib.abc, importlib.util, runpy, sys
+BLOCKED = {blocked!r}
+def blocked(name):
+    return name in BLOCKED or (name.split(".")[0] in BLOCKED and name.split(".")[0] != "p2p")
+class Block(importlib.abc.MetaPathFinder):  # import X fails as for a package that is not installed
+    def find_spec(self, name, path=None, target=None):
+        if blocked(name):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, Block())
+real_find_spec = importlib.util.find_spec  # and find_spec answers None, as it does then
+importlib.util.find_spec = lambda name, package=None: None if blocked(name) else real_find_spec(name, package)
+sys.argv = ["gpu_check.py", *{argv!r}]
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def test_gpu_check_runs_without_the_export_extras_on_a_bare_checkout():
+    """A GPU image with torch but without onnxconverter-common, TensorRT or cuda-python, and p2p not
+    pip-installed: the torch checks run, each check that cannot run says SKIP and why (the old check
+    imported p2p.export, and with it onnxconverter_common, before any check)."""
+    checks = "amp-fp16,resume-exact,export-from-gpu,fp16-norm-onnx,tensorrt-backend,cuda-driver,ort-fallback"
+    code = BLOCKING_RUN.format(blocked={"p2p", "onnxconverter_common", "tensorrt", "cuda"},
+                               argv=["--cpu-dry-run", "--only", checks],
+                               script=str(ROOT / "benchmarks" / "gpu_check.py"))
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    out = result.stdout
+    assert "PASS amp-fp16:" in out and "PASS resume-exact:" in out and "PASS ort-fallback:" in out
+    assert "SKIP export-from-gpu: onnxconverter_common not installed" in out
+    assert "SKIP fp16-norm-onnx: onnxconverter_common not installed" in out
+    assert "SKIP tensorrt-backend: no CUDA GPU" in out and "SKIP cuda-driver: cuda-python not installed" in out
+    assert "FAIL" not in out
