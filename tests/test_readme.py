@@ -24,7 +24,8 @@ VALUE_OPTIONS = {"--size", "--shapes", "--min", "--opt", "--max", "--batch", "--
                  "--direction", "--task", "--epochs", "--epochs-decay", "--iters", "--camera", "--max-frames",
                  "--samples", "-k", "--ngf", "--nproc", "--nproc_per_node", "--nnodes", "--rdzv_backend",
                  "--rdzv_endpoint", "--rdzv_id", "--threads", "--runs", "--split", "--limit", "--lr", "--patch",
-                 "--temporal", "--batch-size", "--layout", "--seg-iters", "--rows", "--norm"}
+                 "--temporal", "--batch-size", "--layout", "--seg-iters", "--rows", "--norm",
+                 "--opset"}
 PATH_SUFFIXES = (".onnx", ".engine", ".pt", ".mp4", ".avi", ".mkv", ".mov", ".png", ".jpg", ".py", ".md", ".sh")
 
 
