@@ -241,8 +241,9 @@ def test_gpu_providers_get_their_libraries_loaded_first(model, monkeypatch):
 
 
 def test_what_the_gpu_providers_could_not_load_is_said_with_how_to_install_it(model, monkeypatch, capsys):
-    FakeGpuOrt(monkeypatch, preload_failures=("libcudnn.so.9",))  # no cuDNN wheel: the session runs on the CPU
-    with pytest.raises(BackendUnavailable, match=r"Failed to load libcudnn\.so\.9.*P2P_GPU=cu12 \./install\.sh") as err:
+    # no CUDA wheels: preload_dlls prints what it could not load (cuDNN it skips silently), the session runs on the CPU
+    FakeGpuOrt(monkeypatch, preload_failures=("libcublasLt.so.12",))
+    with pytest.raises(BackendUnavailable, match=r"Failed to load libcublasLt\.so\.12.*P2P_GPU=cu12 \./install\.sh") as err:
         Translator(model, backend="ort-cuda")
     assert "\n" not in str(err.value)
     FakeGpuOrt(monkeypatch, raises=("TensorrtExecutionProvider",))
