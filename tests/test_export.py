@@ -785,6 +785,7 @@ def test_tensorrt8_check_finds_each_construct():
     assert tensorrt8_problems(model_with(helper.make_node("Squeeze", ["x", "axes"], ["y"]), initializers=[axes])) == []
 
 
+@pytest.mark.slow
 def test_cli_opset_17_when_tensorrt_is_older_than_10_or_by_choice(checkpoint, tmp_path, monkeypatch):
     for version, args in (("8.6.2", []), ("10.3.0", ["--opset", "17"])):
         monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(version))

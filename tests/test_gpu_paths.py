@@ -441,6 +441,7 @@ def test_install_hints_install_this_checkout_never_the_pypi_project_named_p2p(tm
 
 
 # --- defect 7: the GPU check is one command, and its CPU dry run keeps it from rotting -----------------
+@pytest.mark.slow
 def test_gpu_check_cpu_dry_run():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu-dry-run"],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
