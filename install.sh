@@ -40,6 +40,13 @@ if pip show -q "$other_cv" >/dev/null 2>&1; then
   pip uninstall -q -y "$other_cv"
   cv_swapped=yes
 fi
+# Until issue 19 this checkout installed itself as the distribution "p2p", which on PyPI is an unrelated
+# project (so a dist of that name here is either our stale install or that project): remove it, so that
+# p2p-pix2pix alone owns the p2p package and the p2p-* commands.
+if pip show -q p2p >/dev/null 2>&1; then
+  pip uninstall -q -y p2p
+fi
+rm -rf p2p.egg-info  # that install's metadata in the checkout: importlib.metadata would still find it here
 pip install -q -e ".[${extras},${opencv},test]"
 if [ "$swapped" = yes ]; then
   pip install -q --force-reinstall --no-deps "$ort"

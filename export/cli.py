@@ -19,6 +19,7 @@ Examples:
   p2p-export runs/facades --trt --shapes 256x256,512x512 --batch 2
   p2p-export runs/facades -o runs/facades/model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
   p2p-export runs/facades -o runs/facades/model.int8.onnx --int8 --calib ../shared/data/facades/val
+  p2p-export runs/facades --opset 17       # for TensorRT 8.6 (JetPack 6.0) / its trtexec
 \b
 The ONNX file takes `image` (N,C,H,W in [-1,1]) and one `dropout_mask_k` input
 per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
@@ -53,8 +54,11 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
               help="--int8: folder of frames like those the model will see (up to 32 are used).")
 @click.option("--norm", type=click.Choice(["instance", "reduce"]), default=None,
               help="How batch statistics are written (default: instance, the faster in ORT).")
+@click.option("--opset", type=click.Choice(["17", "18"]), default=None,
+              help="ONNX opset. 17: the graph TensorRT 8.6's parser reads (JetPack 6.0; export there, or for "
+                   "trtexec on such a board). Default 18, or 17 when --trt finds a TensorRT older than 10.")
 def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
-         timing_cache, workspace, int8, calib, norm):
+         timing_cache, workspace, int8, calib, norm, opset):
     """Export a p2p-train checkpoint to ONNX (and optionally a TensorRT engine), dropout preserved.
 
     RUN_OR_CHECKPOINT is a p2p-train --out folder or its checkpoint.pt.
@@ -89,7 +93,8 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
         try:
             export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
                               verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
-                              shapes=profile, timing_cache=timing_cache, workspace_gb=workspace, log=click.echo)
+                              shapes=profile, timing_cache=timing_cache, workspace_gb=workspace,
+                              opset=int(opset) if opset else None, log=click.echo)
         except TensorRTUnavailable as exc:
             raise ExportError(f"{onnx_path} was written, but no engine: {exc}") from exc
         except OSError as exc:
