@@ -7,6 +7,7 @@ import click
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.errors import OutputError, UserError
 from p2p.runtime.spec import SpecError
+from p2p.runtime.web.bundle import build_web_folder, check_web_target
 
 from .onnx_export import ExportError
 from .tensorrt_build import Shapes, TensorRTUnavailable, parse_nhw, parse_sizes
@@ -19,6 +20,7 @@ Examples:
   p2p-export runs/facades --trt --shapes 256x256,512x512 --batch 2
   p2p-export runs/facades -o runs/facades/model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
   p2p-export runs/facades -o runs/facades/model.int8.onnx --int8 --calib ../shared/data/facades/val
+  p2p-export runs/edges --web runs/edges/web             # + a static web page that runs it (p2p-web serves it)
 \b
 The ONNX file takes `image` (N,C,H,W in [-1,1]) and one `dropout_mask_k` input
 per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
@@ -53,8 +55,11 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
               help="--int8: folder of frames like those the model will see (up to 32 are used).")
 @click.option("--norm", type=click.Choice(["instance", "reduce"]), default=None,
               help="How batch statistics are written (default: instance, the faster in ORT).")
+@click.option("--web", type=click.Path(path_type=Path), metavar="DIR",
+              help="Also write DIR: a static web page that runs the model in the browser (onnxruntime-web), "
+                   "for any static host; `p2p-web DIR` serves it on localhost.")
 def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
-         timing_cache, workspace, int8, calib, norm):
+         timing_cache, workspace, int8, calib, norm, web):
     """Export a p2p-train checkpoint to ONNX (and optionally a TensorRT engine), dropout preserved.
 
     RUN_OR_CHECKPOINT is a p2p-train --out folder or its checkpoint.pt.
@@ -82,6 +87,10 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
 
+    if web is not None:
+        with user_errors():  # what the page needs is checked before the export starts, not after it
+            check_web_target(web)
+
     # torch loads here, after the options parsed: --help and usage errors answer at once
     from .exporter import export_checkpoint
 
@@ -97,6 +106,9 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
                 raise
             # a named file that cannot be written (disk full, permissions changed mid-way)
             raise OutputError(f"{exc.filename}: {exc.strerror or exc}") from exc
+        if web is not None:
+            build_web_folder(onnx_path, web)
+            click.echo(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with p2p-web {web}")
 
 
 def _paths(output: Path, trt: bool) -> tuple[Path, Path]:
