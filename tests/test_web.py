@@ -22,20 +22,17 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT, one_line_error, shared_data
+from conftest import one_line_error, shared_data
 from p2p.runtime import contract
 from p2p.runtime.artifacts import demo_model, read_onnx_metadata
 from p2p.runtime.images import input_tensor
 from p2p.runtime.masks import MaskSampler
+from p2p.runtime.web import browser as chromium
 from p2p.runtime.web import bundle, ortweb
+from p2p.runtime.web.browser import open_page
 from p2p.runtime.web.cli import main as web_main
 from p2p.runtime.web.serve import WebServer
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-# the flags for a sandboxed, offline headless Chromium (as tests/test_eval.py uses)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--force-device-scale-factor=1", "--hide-scrollbars", "--window-size=1100,900"]
 PARITY = 1e-4  # the issue's tolerance: the page against ONNX Runtime on the CPU in Python
 
 
@@ -50,20 +47,11 @@ def need_runtime() -> Path:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not Path(path).exists():
-            pytest.skip(f"{path} is absent (CI: apt-get install -y chromium chromium-driver)")
+    why = chromium.missing()
+    if why:
+        pytest.skip(f"{why} (CI installs it)")
     need_runtime()
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # an explicit driver: no download
-    driver.set_script_timeout(120)
+    driver = chromium.headless_chromium(tmp_path_factory.mktemp("chromium-profile"), network_log=True)
     yield driver
     driver.quit()
 
@@ -78,14 +66,6 @@ def demo_folder(tmp_path_factory):
 def served(demo_folder):
     with WebServer(demo_folder, port=0).start() as server:
         yield server.url
-
-
-def open_page(driver, url: str) -> dict:
-    """Load the page, wait until the model runs; the page's info (execution provider, threads, ...)."""
-    driver.get(url)
-    info = driver.execute_script("return p2pTest.ready")
-    driver.execute_script("p2pTest.pause(true)")  # the tests drive the model themselves
-    return info
 
 
 def b64(array: np.ndarray) -> str:
@@ -188,6 +168,27 @@ def test_page_matches_onnxruntime_for_the_same_input_and_masks(browser, served):
         assert np.abs(got - want).max() <= PARITY, (h, w, np.abs(got - want).max())
         assert want.std() > 0.05  # a real output, not a flat one
     print(f"page vs ONNX Runtime (demo model, 3 sizes): max |diff| {worst:.2e}")
+
+
+def test_fp16_stored_weights_halve_the_model_and_keep_parity_with_their_file(browser, tmp_path):
+    import onnxruntime as ort
+
+    folder = bundle.build_web_folder(demo_model(), tmp_path / "half", fp16=True)
+    model = folder / "model.onnx"
+    assert model.stat().st_size < 0.55 * demo_model().stat().st_size
+    spec, precision = read_onnx_metadata(model)  # the spec travels with it
+    assert spec == read_onnx_metadata(demo_model())[0] and json.loads((folder / "model.json").read_text())["weights"] == "fp16"
+    rng = np.random.default_rng(1)
+    x = np.where(rng.random((1, 1, 128, 128)) < 0.1, -1.0, 1.0).astype(np.float32)
+    masks = contract.draw_masks(spec, rng, 1, 128, 128)
+    feeds = contract.feeds(spec, x, masks)
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    full = ort.InferenceSession(str(demo_model()), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert 0 < np.abs(want - full).max() < 1e-2  # rounded weights: close to the fp32 model, not equal
+    with WebServer(folder, port=0).start() as server:
+        open_page(browser, server.url)
+        got = page_run(browser, x, masks).reshape(want.shape)
+    assert np.abs(got - want).max() <= PARITY
 
 
 def test_page_draws_the_masks_numpy_draws(browser, served):
@@ -335,14 +336,42 @@ def test_p2p_export_web_writes_the_folder(tmp_path):
     torch.manual_seed(0)
     save_checkpoint({"spec": spec.to_dict(), "config": {}, "generator": Generator(spec).state_dict()},
                     tmp_path / "run" / "checkpoint.pt")
-    for _ in range(2):
-        result = CliRunner().invoke(export_main, [str(tmp_path / "run"), "--web", str(tmp_path / "web")])
-        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(export_main, [str(tmp_path / "run"), "--web", str(tmp_path / "web")])
+    assert result.exit_code == 0, result.output
     assert "p2p-web" in result.output
     meta = json.loads((tmp_path / "web" / "model.json").read_text())
     assert meta["spec"] == spec.to_dict() and (meta["width"], meta["height"]) == (64, 64)
     assert (tmp_path / "web" / "model.onnx").read_bytes() == (tmp_path / "run" / "model.onnx").read_bytes()
+    # again, with float16-stored weights: p2p's own folder is replaced
+    result = CliRunner().invoke(export_main, [str(tmp_path / "run"), "--web", str(tmp_path / "web"), "--web-fp16"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "web" / "model.json").read_text())["weights"] == "fp16"
+    assert (tmp_path / "web" / "model.onnx").stat().st_size < 0.6 * (tmp_path / "run" / "model.onnx").stat().st_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "web"]  # no temporary folders left
+    assert one_line_error(CliRunner().invoke(export_main, [str(tmp_path / "run"), "--web-fp16"]), code=2)
+
+
+def test_folder_is_built_and_served_without_torch(tmp_path):
+    """The web side is runtime: building the folder and serving it need no torch (a Jetson, a web host)."""
+    from test_runtime import run_without_torch
+
+    need_runtime()
+    result = run_without_torch(tmp_path, f"""
+        import sys, urllib.request
+        from pathlib import Path
+        from p2p.runtime.web.bundle import build_web_folder
+        from p2p.runtime.web.serve import WebServer
+        folder = build_web_folder(Path({str(demo_model())!r}), Path("web"))
+        with WebServer(folder, port=0).start() as server:
+            for name in ("index.html", "ort/ort-wasm-simd-threaded.wasm"):
+                with urllib.request.urlopen(server.url + name) as r:
+                    print(name, r.headers["Content-Type"], r.headers["Cross-Origin-Opener-Policy"],
+                          r.headers["Cross-Origin-Embedder-Policy"])
+        assert not [m for m in sys.modules if m.split(".")[0] == "torch"]
+    """)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ort/ort-wasm-simd-threaded.wasm application/wasm same-origin require-corp" in result.stdout
+    assert "index.html text/html same-origin require-corp" in result.stdout
 
 
 # --- onnxruntime-web's files ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ..errors import OutputError, UserError
 from ..labels import CMP_CLASSES, CMP_PALETTE
 from ..spec import ModelSpec
 from . import ortweb
+from .weights import fp16_weights
 
 PAGE_FILES = ("index.html", "app.js", "masks.js", "adapters.js", "onnx-meta.js", "style.css")
 MODEL_FILE = "model.onnx"
@@ -52,7 +53,7 @@ def palette(spec: ModelSpec) -> list[dict]:
     return [{"name": name, "rgb": list(rgb)} for name, rgb in zip(CMP_CLASSES, CMP_PALETTE)]
 
 
-def web_contract(spec: ModelSpec, precision: str, model_name: str) -> dict:
+def web_contract(spec: ModelSpec, precision: str, model_name: str, weights: str = "as computed") -> dict:
     """What the page needs to run the model, from the one contract (runtime/contract.py)."""
     width, height = training_size(spec)
     return {
@@ -62,6 +63,7 @@ def web_contract(spec: ModelSpec, precision: str, model_name: str) -> dict:
         "spec": spec.to_dict(),
         "spec_key": contract.META_SPEC,
         "precision": precision,
+        "weights": weights,  # "fp16": stored as float16, computed in float32 (weights.fp16_weights)
         "input": contract.INPUT,
         "output": contract.OUTPUT,
         "masks": contract.mask_rule(spec),   # shape (1, channels, H/scale, W/scale)
@@ -108,11 +110,12 @@ def check_web_target(folder: Path, runtime: Path | None = None) -> None:
 
 
 def build_web_folder(model: Path, folder: Path, *, runtime: Path | None = None, link: bool = False,
-                     name: str | None = None) -> Path:
+                     name: str | None = None, fp16: bool = False) -> Path:
     """Write the static folder for ``model`` into ``folder`` (replacing one p2p made before); returns it.
 
     ``link``: symlink the model and onnxruntime-web instead of copying them (a throwaway folder that
-    ``p2p-web MODEL.onnx`` serves; a folder to publish is a copy). The folder appears whole or not at all.
+    ``p2p-web MODEL.onnx`` serves; a folder to publish is a copy). ``fp16``: the folder's model stores
+    its weights as float16 (half the download; see ``weights``). The folder appears whole or not at all.
     """
     model, folder = Path(model), Path(folder)
     spec, precision = read_model(model)
@@ -125,11 +128,14 @@ def build_web_folder(model: Path, folder: Path, *, runtime: Path | None = None, 
         for file in PAGE_FILES:
             (tmp / file).write_bytes(page.joinpath(file).read_bytes())
         place = _link if link else shutil.copyfile
-        place(model, tmp / MODEL_FILE)
+        if fp16:
+            fp16_weights(model, tmp / MODEL_FILE)
+        else:
+            place(model, tmp / MODEL_FILE)
         (tmp / RUNTIME_DIR).mkdir()
         for file in (*ortweb.FILES, ortweb.LICENSE):
             place(runtime / file, tmp / RUNTIME_DIR / file)
-        meta = web_contract(spec, precision, name or model.stem)
+        meta = web_contract(spec, precision, name or model.stem, "fp16" if fp16 else "as computed")
         (tmp / CONTRACT_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700: a folder to publish is world-readable
         _replace(tmp, folder)

@@ -19,16 +19,21 @@ const TG22 = Math.floor(0.4142135623730950488016887242097 * (1 << CANNY_SHIFT) +
 
 export function canny(src, width, height, low, high) {
   const w = width, h = height;
-  const at = (x, y) => src[Math.min(h - 1, Math.max(0, y)) * w + Math.min(w - 1, Math.max(0, x))];
+  // the image with a replicated border of one pixel (Sobel's BORDER_REPLICATE)
+  const pw = w + 2, pad = new Int32Array(pw * (h + 2));
+  for (let y = -1; y <= h; y++) {
+    const sy = Math.min(h - 1, Math.max(0, y));
+    for (let x = -1; x <= w; x++) pad[(y + 1) * pw + x + 1] = src[sy * w + Math.min(w - 1, Math.max(0, x))];
+  }
   const dx = new Int32Array(w * h), dy = new Int32Array(w * h);
   // magnitude with a zero border of one pixel all round (rows and columns outside the image)
   const mw = w + 2;
   const mag = new Int32Array(mw * (h + 2));
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
-      const a = at(x - 1, y - 1), b = at(x, y - 1), c = at(x + 1, y - 1);
-      const d = at(x - 1, y), f = at(x + 1, y);
-      const g = at(x - 1, y + 1), k = at(x, y + 1), l = at(x + 1, y + 1);
+      const j = (y + 1) * pw + x + 1;
+      const a = pad[j - pw - 1], b = pad[j - pw], c = pad[j - pw + 1], d = pad[j - 1], f = pad[j + 1];
+      const g = pad[j + pw - 1], k = pad[j + pw], l = pad[j + pw + 1];
       const gx = (c + 2 * f + l) - (a + 2 * d + g);
       const gy = (g + 2 * k + l) - (a + 2 * b + c);
       dx[y * w + x] = gx;

@@ -403,7 +403,7 @@ function setSize(w, h) {
   const m = state.contract.multiple;
   if (w % m || h % m || w <= 0 || h <= 0) { note(`size ${w}x${h} is not accepted: width and height must be multiples of ${m}.`); return; }
   state.width = w; state.height = h;
-  const display = Math.max(256, Math.min(512, Math.max(w, h)));
+  const display = Math.max(384, Math.min(512, Math.max(w, h)));  // CSS pixels of the longer side
   for (const id of ["input", "output"]) {
     const c = $(id);
     c.width = w; c.height = h;
@@ -458,6 +458,19 @@ function testHook(ready) {
     canny(grayB64, width, height, low, high) { return toB64(canny(fromB64(grayB64), width, height, low, high)); },
     // model input from RGBA pixels through the page's input adapter
     adapt(rgbaB64, width, height) { return toB64(bytesOf(inputTensor(fromB64(rgbaB64), width, height, state.contract))); },
+    // milliseconds per frame of the page's own work besides the model: a per-frame mask draw, the input adapter
+    benchParts(width, height, count) {
+      const shapes = maskShapes(width, height), sampler = new MaskSampler(state.contract.spec.dropout_p, 1);
+      const rgba = new Uint8ClampedArray(4 * width * height).map((_, i) => (i * 2654435761) >>> 24);
+      sampler.masks("per-frame", shapes, height, width); // compiled before it is timed
+      inputTensor(rgba, width, height, state.contract);
+      let t0 = performance.now();
+      for (let i = 0; i < count; i++) sampler.masks("per-frame", shapes, height, width);
+      const masksMs = (performance.now() - t0) / count;
+      t0 = performance.now();
+      for (let i = 0; i < count; i++) inputTensor(rgba, width, height, state.contract);
+      return { masks_ms: masksMs, adapter_ms: (performance.now() - t0) / count };
+    },
     // milliseconds of `count` session runs at width×height (noise off) after `warmupMs` of runs
     async bench(width, height, warmupMs, count) {
       const x = new Float32Array(state.contract.spec.in_channels * width * height).fill(0.1);
@@ -490,10 +503,11 @@ async function main() {
   setupPen();
   setupDrawing();
   setupSources();
+  selectSource("draw");
   $("runtime").textContent = `onnxruntime-web ${state.ort.env.versions?.web ?? ""}`;
   const where = state.ep === "webgpu" ? "WebGPU"
     : `WebAssembly (SIMD, ${state.threads} thread${state.threads === 1 ? "" : "s"}${crossOriginIsolated ? "" : "; one because the page is not cross-origin isolated"})`;
-  $("status").textContent = `${where} · ${(bytes.length / 1e6).toFixed(1)} MB model (${contract.precision})`;
+  $("status").textContent = `${where} · ${(bytes.length / 1e6).toFixed(1)} MB model (${contract.precision}${contract.weights === "fp16" ? ", weights stored as fp16" : ""})`;
   document.body.dataset.state = "ready";
   loop();
 }
