@@ -138,7 +138,7 @@ def screenshot(driver, url: str, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="0: only the screenshot")
     ap.add_argument("--demo-runs", type=int, default=30, help="browser and Python runs per round, demo model")
     ap.add_argument("--full-runs", type=int, default=6, help="the same for the full model")
     ap.add_argument("--markdown", type=Path, default=ROOT / "benchmarks" / "web.md")
@@ -147,12 +147,15 @@ def main(argv=None) -> int:
 
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix="p2p-web-bench-"))
-    models = {"demo (ngf 12)": Path(demo_model()), "full (ngf 64)": full_model(tmp)}
+    models = {"demo (ngf 12)": Path(demo_model())}
+    if args.rounds:
+        models["full (ngf 64)"] = full_model(tmp)
     folders, servers = {}, []
     for name, path in models.items():
         for half in (False, True):
             key = (name, half)
-            folders[key] = bundle.build_web_folder(path, tmp / f"{path.stem}{'-fp16' if half else ''}", fp16=half)
+            folders[key] = bundle.build_web_folder(path, tmp / f"{path.stem}{'-fp16' if half else ''}", fp16=half,
+                                                   link=True)  # sizes count what the links point to
             servers.append(WebServer(folders[key], port=0).start())
     urls = {key: s.url for key, s in zip(folders, servers)}
     driver = headless_chromium(tmp / "profile")
@@ -164,6 +167,8 @@ def main(argv=None) -> int:
         if args.screenshot:
             screenshot(driver, urls[("demo (ngf 12)", False)], args.screenshot)
             print(f"wrote {args.screenshot}", file=sys.stderr)
+            if args.rounds == 0:
+                return 0
         for r in range(args.rounds):
             for name in models:
                 count = args.demo_runs if name.startswith("demo") else args.full_runs

@@ -51,7 +51,8 @@ def browser(tmp_path_factory):
     if why:
         pytest.skip(f"{why} (CI installs it)")
     need_runtime()
-    driver = chromium.headless_chromium(tmp_path_factory.mktemp("chromium-profile"), network_log=True)
+    driver = chromium.headless_chromium(tmp_path_factory.mktemp("chromium-profile"), network_log=True,
+                                      fake_camera=True)
     yield driver
     driver.quit()
 
@@ -240,6 +241,29 @@ def test_a_drawn_stroke_changes_the_output(browser, served):
     changed = np.abs(after.astype(int) - before.astype(int)).max(axis=2) > 30
     assert changed.mean() > 0.01, changed.mean()  # the model drew something where the stroke is
     assert after[..., :3].std() > 10  # and the output is a picture, not a blank
+
+
+def test_webcam_and_an_uploaded_photo_go_through_the_edges_adapter(browser, served):
+    photo = sorted(shared_data("photos", "val").iterdir())[0]
+    open_page(browser, served + "?noise=per-frame&seed=1")  # per-frame: every source translates continuously
+    browser.execute_script("p2pTest.pause(false)")
+    for source in ("webcam", "upload"):
+        if source == "webcam":  # Chromium's fake camera: a moving test pattern
+            browser.find_element("css selector", "input[name=source][value=webcam]").click()
+        else:
+            browser.execute_script("document.getElementById('file').hidden = false")
+            browser.find_element("id", "file").send_keys(str(photo))
+        end = time.time() + 30
+        while browser.execute_script("return document.querySelector('input[name=source]:checked').value") != source:
+            assert time.time() < end, f"the page did not switch to {source}"
+            time.sleep(0.05)
+        start = browser.execute_script("return p2pTest.info().translated")
+        wait_for_frames(browser, start + 2)
+        assert "Canny edges" in browser.find_element("id", "input-caption").text
+        shown = canvas_pixels(browser, "input")[..., :3]
+        # the input pane shows what the model sees: black edges on white, nothing else
+        assert set(np.unique(shown)) <= {0, 255} and 0.005 < (shown == 0).mean() < 0.5, source
+        assert canvas_pixels(browser, "output")[..., :3].std() > 10
 
 
 def wait_for_frames(driver, count: int, timeout: float = 30) -> None:

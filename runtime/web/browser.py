@@ -25,8 +25,10 @@ def missing() -> str | None:
     return None
 
 
-def headless_chromium(profile: Path, width: int = 1100, height: int = 900, network_log: bool = False):
-    """A selenium WebDriver for a fresh headless Chromium using the empty folder ``profile``."""
+def headless_chromium(profile: Path, width: int = 1100, height: int = 900, network_log: bool = False,
+                      fake_camera: bool = False):
+    """A selenium WebDriver for a fresh headless Chromium using the empty folder ``profile``.
+    ``fake_camera``: getUserMedia gets Chromium's test pattern, allowed without asking."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -34,6 +36,9 @@ def headless_chromium(profile: Path, width: int = 1100, height: int = 900, netwo
     options.binary_location = str(CHROMIUM)
     for flag in (*FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    if fake_camera:
+        options.add_argument("--use-fake-device-for-media-stream")
+        options.add_argument("--use-fake-ui-for-media-stream")
     if network_log:  # every request the page makes, read back with driver.get_log("performance")
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
