@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -145,6 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--screenshot", type=Path, help="also write a screenshot of the page translating a drawing")
     args = ap.parse_args(argv)
 
+    # a kill still runs the finally below: Chromium and its driver must not outlive the benchmark
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix="p2p-web-bench-"))
     models = {"demo (ngf 12)": Path(demo_model())}
@@ -189,6 +193,7 @@ def main(argv=None) -> int:
         driver.quit()
         for s in servers:
             s.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
     med = {k: statistics.median(v) for k, v in times.items()}

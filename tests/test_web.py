@@ -171,6 +171,29 @@ def test_page_matches_onnxruntime_for_the_same_input_and_masks(browser, served):
     print(f"page vs ONNX Runtime (demo model, 3 sizes): max |diff| {worst:.2e}")
 
 
+@pytest.mark.slow
+def test_webgpu_path_matches_onnxruntime(served, tmp_path):
+    """WebGPU where the browser has an adapter: Chromium's software one (SwiftShader) stands in for a GPU."""
+    import onnxruntime as ort
+
+    need_runtime()
+    driver = chromium.headless_chromium(tmp_path / "profile", software_webgpu=True)
+    try:
+        info = open_page(driver, served + "?noise=off")
+        assert info["ep"] == "webgpu", info  # chosen because an adapter exists, not because it was asked for
+        assert driver.find_element("id", "status").text.startswith("WebGPU")
+        spec, _ = read_onnx_metadata(demo_model())
+        rng = np.random.default_rng(5)
+        x = np.where(rng.random((1, 1, 128, 128)) < 0.1, -1.0, 1.0).astype(np.float32)
+        masks = contract.draw_masks(spec, rng, 1, 128, 128)
+        want = ort.InferenceSession(str(demo_model()), providers=["CPUExecutionProvider"]).run(
+            None, contract.feeds(spec, x, masks))[0]
+        got = page_run(driver, x, masks).reshape(want.shape)
+    finally:
+        driver.quit()
+    assert np.abs(got - want).max() <= PARITY, np.abs(got - want).max()
+
+
 def test_fp16_stored_weights_halve_the_model_and_keep_parity_with_their_file(browser, tmp_path):
     import onnxruntime as ort
 
@@ -264,6 +287,34 @@ def test_webcam_and_an_uploaded_photo_go_through_the_edges_adapter(browser, serv
         # the input pane shows what the model sees: black edges on white, nothing else
         assert set(np.unique(shown)) <= {0, 255} and 0.005 < (shown == 0).mean() < 0.5, source
         assert canvas_pixels(browser, "output")[..., :3].std() > 10
+
+
+@pytest.mark.parametrize("task", ["colorize", "paired"])
+def test_the_other_tasks_adapters_and_pictures_match_the_runtime(browser, task, tmp_path):
+    """Colorisation (Lab L in, ab merged with the input's L out) and paired models (RGB), against images.py."""
+    from test_runtime import export_tiny
+    from p2p.runtime.images import output_to_bgr
+
+    model, _ = export_tiny(task, tmp_path)
+    spec, _ = read_onnx_metadata(model)
+    folder = bundle.build_web_folder(model, tmp_path / "web", link=True)
+    photo = cv2.resize(cv2.imread(str(sorted(shared_data("photos", "val").iterdir())[1])), (64, 64),
+                       interpolation=cv2.INTER_AREA)
+    y = np.random.default_rng(3).uniform(-1, 1, (spec.out_channels, 64, 64)).astype(np.float32)
+    with WebServer(folder, port=0).start() as server:
+        info = open_page(browser, server.url)
+        x = unb64(browser.execute_script("return p2pTest.adapt(arguments[0], 64, 64)",
+                                         b64(cv2.cvtColor(photo, cv2.COLOR_BGR2RGBA)))).reshape(spec.in_channels, 64, 64)
+        shown = unb64(browser.execute_script("return p2pTest.picture(arguments[0], arguments[1], 64, 64)", b64(y), b64(x)),
+                      np.uint8).reshape(64, 64, 4)
+        pens = len(browser.find_elements("css selector", "#colours button"))
+    assert (info["width"], info["height"]) == (64, 64)  # the model's training size, from its spec
+    want_x = input_tensor(photo, spec)
+    # OpenCV's float Lab tabulates its curves: its L is off the CIE formula (the page's) by up to ~0.2 of 100
+    assert np.abs(x - want_x).max() <= (5e-3 if task == "colorize" else 1e-6)
+    want = output_to_bgr(y, spec, want_x)[:, :, ::-1]
+    assert np.abs(shown[..., :3].astype(int) - want).max() <= (2 if task == "colorize" else 0)
+    assert pens == (12 if task == "paired" else 3)  # paired: the CMP label colours to draw with
 
 
 def wait_for_frames(driver, count: int, timeout: float = 30) -> None:

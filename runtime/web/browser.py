@@ -25,16 +25,23 @@ def missing() -> str | None:
     return None
 
 
+# WebGPU without a GPU: Chromium's software Vulkan (SwiftShader) as the adapter. Slow, but the same API path.
+SOFTWARE_WEBGPU = ("--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-vulkan=swiftshader",
+                   "--use-webgpu-adapter=swiftshader", "--use-angle=swiftshader", "--enable-unsafe-swiftshader")
+
+
 def headless_chromium(profile: Path, width: int = 1100, height: int = 900, network_log: bool = False,
-                      fake_camera: bool = False):
+                      fake_camera: bool = False, software_webgpu: bool = False):
     """A selenium WebDriver for a fresh headless Chromium using the empty folder ``profile``.
-    ``fake_camera``: getUserMedia gets Chromium's test pattern, allowed without asking."""
+    ``fake_camera``: getUserMedia gets Chromium's test pattern, allowed without asking.
+    ``software_webgpu``: a WebGPU adapter on the CPU (SwiftShader) instead of no GPU at all."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in (*FLAGS, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
+    flags = [f for f in FLAGS if f != "--disable-gpu"] + list(SOFTWARE_WEBGPU) if software_webgpu else list(FLAGS)
+    for flag in (*flags, f"--window-size={width},{height}", f"--user-data-dir={profile}"):
         options.add_argument(flag)
     if fake_camera:
         options.add_argument("--use-fake-device-for-media-stream")

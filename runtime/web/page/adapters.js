@@ -96,8 +96,9 @@ export function lightness(r, g, b) {
 
 export function labToRgb(L, a, b) {
   const fy = (L + 16) / 116;
-  const y = L > 8 ? fy * fy * fy : L / 903.3;
-  const fyy = L > 8 ? fy : 7.787 * y + 16 / 116;
+  const linear = L <= 7.9996248; // OpenCV's threshold: 0.008856 · 903.3
+  const y = linear ? L / 903.3 : fy * fy * fy;
+  const fyy = linear ? 7.787 * y + 16 / 116 : fy;
   const fx = fyy + a / 500, fz = fyy - b / 200;
   const inv = (f) => (f > 0.206893 ? f * f * f : (f - 16 / 116) / 7.787);
   const x = XN * inv(fx), z = ZN * inv(fz);

@@ -460,6 +460,11 @@ function testHook(ready) {
       return toB64(all);
     },
     canny(grayB64, width, height, low, high) { return toB64(canny(fromB64(grayB64), width, height, low, high)); },
+    // RGBA of a model output as the page shows it (colorize: merged with the input x's lightness)
+    picture(yB64, xB64, width, height) {
+      const rgba = new Uint8ClampedArray(4 * width * height);
+      return toB64(outputPicture(f32(yB64), width, height, state.contract, f32(xB64), rgba));
+    },
     // model input from RGBA pixels through the page's input adapter
     adapt(rgbaB64, width, height) { return toB64(bytesOf(inputTensor(fromB64(rgbaB64), width, height, state.contract))); },
     // milliseconds per frame of the page's own work besides the model: a per-frame mask draw, the input adapter
