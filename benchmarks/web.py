@@ -162,6 +162,7 @@ def main(argv=None) -> int:
                                                    link=True)  # sizes count what the links point to
             servers.append(WebServer(folders[key], port=0).start())
     urls = {key: s.url for key, s in zip(folders, servers)}
+    sizes = {key: (bundle.folder_size(f) / 1e6, download_mb(f, list(ortweb.WASM_FILES))) for key, f in folders.items()}
     driver = headless_chromium(tmp / "profile")
     sessions = {(name, t): py_session(path, t) for name, path in models.items() for t in (1, 2)}
     specs = {name: read_onnx_metadata(path)[0] for name, path in models.items()}
@@ -224,20 +225,23 @@ def main(argv=None) -> int:
     for name in models:
         page_fp32, page_fp16, to_fp32, half_ms = fp16[name]
         for half in (False, True):
-            folder = folders[(name, half)]
-            lines.append(f"| {name} | {'fp16' if half else 'fp32'} | {bundle.folder_size(folder) / 1e6:.1f} | "
-                         f"{download_mb(folder, list(ortweb.WASM_FILES)):.1f} | "
+            folder_mb, visitor_mb = sizes[(name, half)]
+            lines.append(f"| {name} | {'fp16' if half else 'fp32'} | {folder_mb:.1f} | {visitor_mb:.1f} | "
                          f"{(page_fp16 if half else page_fp32):.1e} | {f'{to_fp32:.1e}' if half else '0'} | "
                          f"{half_ms if half else med[('browser', name, 2)]:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    args.markdown.write_text(text)
+    notes = args.markdown.read_text().split(NOTES, 1) if args.markdown.exists() else []
+    args.markdown.write_text(text + (f"\n{NOTES}{notes[1]}" if len(notes) == 2 else ""))  # keep the notes written by hand
     return 0
+
+
+NOTES = "## Reading the numbers"  # a section written by hand below the tables, kept when they are rewritten
 
 
 def chromium_version() -> str:
     out = subprocess.run(["/usr/bin/chromium", "--version"], capture_output=True, text=True).stdout
-    return " ".join(w for w in out.split() if w[0].isdigit())[:20] or "chromium"
+    return next((w for w in out.split() if w[:1].isdigit()), "unknown")
 
 
 if __name__ == "__main__":

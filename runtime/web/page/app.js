@@ -411,8 +411,7 @@ function setSize(w, h) {
   for (const id of ["input", "output"]) {
     const c = $(id);
     c.width = w; c.height = h;
-    c.style.width = `${Math.round(display * w / Math.max(w, h))}px`;
-    c.style.height = `${Math.round(display * h / Math.max(w, h))}px`;
+    c.style.width = `${Math.round(display * w / Math.max(w, h))}px`; // the height follows the aspect (CSS)
   }
   state.drawing = blankDrawing();
   if (state.source === "draw") $("input").getContext("2d").putImageData(state.drawing, 0, 0);
