@@ -16,15 +16,15 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA
 
-COMMANDS = ("p2p-train", "p2p-export", "p2p-live", "p2p-video", "p2p-translate", "p2p-eval")
+COMMANDS = ("p2p-train", "p2p-export", "p2p-live", "p2p-video", "p2p-translate", "p2p-eval", "p2p-web")
 # options whose value is something the command writes
-OUTPUT_OPTIONS = {"--out", "-o", "--output", "--record", "--snapshots", "--report", "--markdown"}
+OUTPUT_OPTIONS = {"--out", "-o", "--output", "--record", "--snapshots", "--report", "--markdown", "--web"}
 # options whose value is not a path
 VALUE_OPTIONS = {"--size", "--shapes", "--min", "--opt", "--max", "--batch", "--noise", "--seed", "--fit", "--backend",
                  "--direction", "--task", "--epochs", "--epochs-decay", "--iters", "--camera", "--max-frames",
                  "--samples", "-k", "--ngf", "--nproc", "--nproc_per_node", "--nnodes", "--rdzv_backend",
                  "--rdzv_endpoint", "--rdzv_id", "--threads", "--runs", "--split", "--limit", "--lr", "--patch",
-                 "--temporal", "--batch-size", "--layout", "--seg-iters", "--rows", "--norm",
+                 "--temporal", "--batch-size", "--layout", "--seg-iters", "--rows", "--norm", "--port", "--host",
                  "--opset"}
 PATH_SUFFIXES = (".onnx", ".engine", ".pt", ".mp4", ".avi", ".mkv", ".mov", ".png", ".jpg", ".py", ".md", ".sh")
 
