@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 from pathlib import Path
 
 from .errors import UserError
@@ -44,25 +46,31 @@ def seal_onnx(data: bytes) -> bytes:
     return data + _onnx_entry(f"{hashlib.sha256(data).hexdigest()}:{len(data):0{_COUNT}d}")
 
 
-def check_onnx_bytes(data: bytes, where: str) -> bool:
+def check_onnx_bytes(data, where: str) -> bool:
     """True if ``data`` carries a checksum and matches it, False if it carries none that applies;
     CorruptArtifact if it does not match."""
     trailer = data[-ONNX_TRAILER_LEN:]
     if len(data) <= ONNX_TRAILER_LEN or not trailer.startswith(_ONNX_HEADER):
         return False
     digest, _, count = trailer[len(_ONNX_HEADER):].decode("ascii", "replace").partition(":")
-    body = memoryview(data)[:-ONNX_TRAILER_LEN]
-    if not count.isdigit() or int(count) != len(body):
+    size = len(data) - ONNX_TRAILER_LEN
+    if not count.isdigit() or int(count) != size:
         return False  # another tool re-saved the model and the entry moved with it: not ours to judge
-    if hashlib.sha256(body).hexdigest() != digest:
+    with memoryview(data) as view, view[:size] as body:  # released before a memory map closes
+        same = hashlib.sha256(body).hexdigest() == digest
+    if not same:
         raise CorruptArtifact(f"{where} is corrupt: its bytes do not match the checksum p2p-export wrote into it "
                               "(a damaged disk or copy); export it again")
     return True
 
 
 def check_onnx_file(path) -> bool:
-    """``check_onnx_bytes`` on a file (read once, whole)."""
-    return check_onnx_bytes(Path(path).read_bytes(), str(path))
+    """``check_onnx_bytes`` on a file, memory-mapped (hashed where it lies, no copy)."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size <= ONNX_TRAILER_LEN:
+            return False
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return check_onnx_bytes(data, str(path))
 
 
 def sha256(data: bytes) -> str:
