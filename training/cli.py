@@ -112,10 +112,14 @@ def main(ctx: click.Context, **opts) -> None:
         with user_errors():
             try:  # the flags are checked before the launcher claims (and perhaps clears) the folder
                 cfg, _ = session.configure(opts, given, resume, log=lambda message: None)
+                status = session.launch_torchrun(nproc, sys.argv[1:], Path(cfg.out), resume=resume,
+                                                 overwrite=overwrite, log=log)
             except ConfigError as exc:
                 raise click.UsageError(str(exc)) from None
-            sys.exit(session.launch_torchrun(nproc, sys.argv[1:], Path(cfg.out), resume=resume,
-                                             overwrite=overwrite, log=log))
+            except KeyboardInterrupt:  # before torchrun started: nothing was written
+                log("\nStopped before training began")
+                status = 130
+        sys.exit(status)
     with StopSignals() as stop:  # from here on a signal asks the run to stop; it is not the end of the process
         status = _train(opts, given, resume, overwrite, world, stop, log)
     if session.launched():

@@ -35,6 +35,10 @@ class StopSignals:
         return self.signum is not None
 
     @property
+    def installed(self) -> bool:
+        return bool(self._old)
+
+    @property
     def status(self) -> int:
         return EXIT_STATUS.get(self.signum, 130)
 

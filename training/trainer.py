@@ -500,7 +500,7 @@ class Trainer:
         Returns {"checkpoint", "iteration", "epoch", "interrupted", "signal", "val_l1"};
         ``checkpoint`` is None when a run stopped before its first iteration saved nothing.
         """
-        installed = not self.stop._old
+        owner = not self.stop.installed  # p2p-train installs them before setup; a Trainer used alone, here
         self.stop.install()
         try:
             return self._run()
@@ -511,7 +511,7 @@ class Trainer:
                                 + (f"; {self.how_to_continue()}" if self.saved_iteration is not None else ""),
                                 status) from exc
         finally:
-            if installed:
+            if owner:
                 self.stop.restore()
 
     def _run(self) -> dict:
