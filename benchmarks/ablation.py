@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2p.runtime.files import read_jsonl
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "facades"
 
@@ -66,11 +68,10 @@ def train_command(v: Variant, args) -> list[str]:
 
 def trained_iterations(path: Path) -> int:
     """Iterations of the run's last log record (0 when there is none): decides whether to (re)train."""
-    log = path / "log.jsonl"
-    if not (path / "checkpoint.pt").exists() or not log.exists():
+    if not (path / "checkpoint.pt").exists():
         return 0
-    iters = [json.loads(line).get("iter", 0) for line in log.read_text().splitlines() if line.strip()]
-    return max(iters, default=0)
+    records, _ = read_jsonl(path / "log.jsonl")  # a torn last line (a killed run) is dropped
+    return max((r.get("iter", 0) for r in records), default=0)
 
 
 def train(v: Variant, args) -> float:

@@ -54,7 +54,8 @@ def train_own(work: Path, iters: int) -> tuple[Path, float]:
     t0 = time.perf_counter()
     train = [str(bin_dir / "p2p-train"), "--out", str(run), "--task", "edges", "--size", "128", "--ngf", "32",
              "--ndf", "32", "--batch-size", "4", "--iters", str(iters), "--epochs", "1000", "--seed", "0",
-             "--save-every", str(iters), "--sample-every", str(iters), "--no-progress"]
+             "--save-every", str(iters), "--sample-every", str(iters), "--no-progress",
+             "--overwrite"]  # a run left without its export (interrupted) is trained again
     subprocess.run(train, check=True, cwd=work, stdout=subprocess.DEVNULL)
     subprocess.run([str(bin_dir / "p2p-export"), str(run), "-o", str(onnx)], check=True, cwd=work,
                    stdout=subprocess.DEVNULL)

@@ -19,8 +19,8 @@ from typing import Protocol
 
 import numpy as np
 from p2p.runtime.artifacts import MODEL_SUFFIXES, ArtifactError
-from p2p.runtime.errors import BackendUnavailable, OutputError, UserError, first_line
-from p2p.runtime.files import write_atomic
+from p2p.runtime.errors import BackendUnavailable, UserError, first_line
+from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
 from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
@@ -285,8 +285,8 @@ def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / "metrics.json", json.dumps(finite(results), indent=1))
         return write_report(folder, results, page)
-    except OSError as exc:
-        raise OutputError(f"cannot write the report to {folder}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # each file is written whole or not at all (runtime.files)
+        raise output_error(exc, folder) from exc
 
 
 def summary_lines(results: dict) -> list[str]:

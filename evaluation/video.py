@@ -13,8 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from p2p.runtime.errors import OutputError
-from p2p.runtime.files import write_atomic
+from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.masks import NOISE_MODES
 from p2p.runtime.translator import Translator
 from p2p.runtime.warping_error import INPUT, METRIC_FLOW, METRIC_WIDTH, measure, read_clip
@@ -95,5 +94,5 @@ def write_video_outputs(folder: Path, results: dict, sample: dict) -> Path:
         plot = warping_plot_png(results["per_frame"], Path(results["video"]).name)
         write_atomic(folder / "warping_error.png", plot)
         return write_video_report(folder, results, plot, sample)
-    except OSError as exc:
-        raise OutputError(f"cannot write the report to {folder}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # each file is written whole or not at all (runtime.files)
+        raise output_error(exc, folder) from exc

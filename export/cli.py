@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 from p2p.runtime.cli_errors import user_errors
-from p2p.runtime.errors import OutputError, UserError
+from p2p.runtime.errors import UserError
+from p2p.runtime.files import output_error
 from p2p.runtime.spec import SpecError
 from p2p.runtime.web.bundle import build_web_folder, check_web_target
 
@@ -112,10 +113,11 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
         except TensorRTUnavailable as exc:
             raise ExportError(f"{onnx_path} was written, but no engine: {exc}") from exc
         except OSError as exc:
-            if exc.filename is None or isinstance(exc, UserError):
+            if isinstance(exc, UserError):
                 raise
-            # a named file that cannot be written (disk full, permissions changed mid-way)
-            raise OutputError(f"{exc.filename}: {exc.strerror or exc}") from exc
+            # a file that cannot be written (disk full, read-only, permissions changed mid-way): a full
+            # disk's error often names no file, so the output being made is named
+            raise output_error(exc, exc.filename or onnx_path) from exc
         if web is not None:
             build_web_folder(onnx_path, web, fp16=web_fp16)
             click.echo(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with p2p-web {web}")

@@ -22,6 +22,7 @@ from p2p.runtime import contract
 from p2p.runtime.artifacts import read_onnx_metadata
 from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
+from p2p.runtime.integrity import ONNX_KEY, seal_onnx
 from p2p.runtime.spec import ModelSpec, SpecError
 
 
@@ -160,12 +161,15 @@ def all_nodes(graph):
 
 
 def save_onnx(model: onnx.ModelProto, path) -> Path:
-    """One self-contained file, written atomically (temp file + rename)."""
+    """One self-contained file with its checksum (runtime.integrity), written atomically (temp file + rename)."""
     path = Path(path)
     if model.ByteSize() >= 2**31 - 1:
         raise ExportError("model is over protobuf's 2 GB limit; cannot write a single ONNX file")
     check_writable(path)
-    write_atomic(path, model.SerializeToString())
+    stale = [p for p in model.metadata_props if p.key == ONNX_KEY]  # a model read back (int8) carries its old one
+    for entry in stale:
+        model.metadata_props.remove(entry)
+    write_atomic(path, seal_onnx(model.SerializeToString()))
     return path
 
 

@@ -24,6 +24,7 @@ import onnx
 from p2p.runtime import contract, install_hints
 from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
 from p2p.runtime.files import write_atomic
+from p2p.runtime.integrity import seal_engine_meta
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.runtime.trt_backend import MIN_TENSORRT, version_tuple
 
@@ -212,15 +213,16 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ExportError("TensorRT failed to build the engine (see its messages above)")
-    write_atomic(engine_path, bytes(serialized))
+    engine_bytes = bytes(serialized)
+    write_atomic(engine_path, engine_bytes)
     try:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     except OSError as exc:  # a cache is an optimisation; never fail a good build over it
         log(f"note: timing cache not saved to {cache_path}: {exc}")
-    meta = {"spec": spec.to_dict(), "shapes": shapes.to_dict(), "precision": precision,
-            "tensorrt_version": trt.__version__, "device": _device_name(),
-            "onnx": Path(fp16_onnx_path or onnx_path).name}
+    meta = seal_engine_meta({"spec": spec.to_dict(), "shapes": shapes.to_dict(), "precision": precision,
+                             "tensorrt_version": trt.__version__, "device": _device_name(),
+                             "onnx": Path(fp16_onnx_path or onnx_path).name}, engine_bytes)
     write_atomic(engine_meta_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
     return engine_path
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import contract
 from .errors import UserError, first_line
+from .integrity import CorruptArtifact, check_engine_meta
 from .spec import ModelSpec, SpecError
 
 MODEL_SUFFIXES = (".onnx", ".engine")
@@ -67,6 +68,7 @@ class EngineMeta:
     shapes: ShapeLimits
     precision: str
     tensorrt_version: str | None = None  # of the builder: engines load only on the same version
+    sha256: str | None = None  # of the engine file (runtime.integrity), checked when it is loaded
 
 
 def engine_meta_path(engine: Path) -> Path:
@@ -81,12 +83,16 @@ def read_engine_meta(engine: Path) -> EngineMeta:
                             "keep the pair that p2p-export wrote together")
     try:
         data = json.loads(meta.read_text())
+        check_engine_meta(data, str(meta))
         spec = ModelSpec.from_dict(data["spec"])
         shapes = ShapeLimits(*(tuple(int(v) for v in data["shapes"][k]) for k in ("min", "opt", "max")))
         if any(len(s) != 3 for s in (shapes.min, shapes.opt, shapes.max)):
             raise ValueError("shapes must be [N, H, W]")
         version = data.get("tensorrt_version")
-        return EngineMeta(spec, shapes, str(data.get("precision", "fp32")), str(version) if version else None)
+        return EngineMeta(spec, shapes, str(data.get("precision", "fp32")), str(version) if version else None,
+                          data.get("engine_sha256"))
+    except CorruptArtifact:
+        raise
     except (OSError, ValueError, KeyError, TypeError) as exc:  # SpecError is a ValueError
         raise ArtifactError(f"{meta}: not a valid p2p engine description ({exc})") from None
 

@@ -132,6 +132,22 @@ def check_io(spec: ModelSpec, inputs: list[str], outputs: list[str], where: str,
                         f"(expected {want} / ['{OUTPUT}']): re-export it with p2p-export")
 
 
+def check_channels(spec: ModelSpec, declared: dict[str, list], where: str) -> None:
+    """SpecError unless the channel counts a graph declares (name → shape, symbolic dims as str) are its spec's.
+
+    Names alone do not catch metadata that belongs to another model (e.g. another --ngf): its
+    masks would only fail deep inside the runtime, on the first frame.
+    """
+    want = {INPUT: spec.in_channels, OUTPUT: spec.out_channels,
+            **{name: shape[1] for name, shape in zip(mask_names(spec), mask_shapes(spec, 1, spec.multiple,
+                                                                                      spec.multiple))}}
+    wrong = [f"{name} has {shape[1]} channels, its spec says {want[name]}" for name, shape in declared.items()
+             if name in want and len(shape or ()) == 4 and isinstance(shape[1], int) and shape[1] != want[name]]
+    if wrong:
+        raise SpecError(f"{where}: the spec in its metadata disagrees with its graph ({'; '.join(wrong)}): it was "
+                        "not written by p2p-export as it is; export the checkpoint again")
+
+
 # --- for other languages ------------------------------------------------------------------------
 def mask_rule(spec: ModelSpec) -> list[dict]:
     """Each mask input as data (name, channels, how many times smaller than the frame): for code that

@@ -6,12 +6,19 @@ Tensors here are float32 NCHW in [-1, 1]; frames are uint8 BGR HxWx3.
 """
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .errors import UserError
+from .files import write_atomic
 from .spec import ModelSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -49,8 +56,59 @@ def to_bgr8(image: np.ndarray, where: str = "image") -> np.ndarray:
     raise ImageError(f"{where}: unsupported number of channels {channels}")
 
 
+# libjpeg's warnings (jerror.h) about damaged data: it decodes such a file anyway, grey where data is
+# missing, and prints the warning on stderr without a file name. p2p refuses the file and names it.
+JPEG_DAMAGE = re.compile(r"^(Corrupt JPEG data.*|Premature end of JPEG file.*|Invalid SOS parameters.*)$", re.M)
+_STDERR = threading.Lock()  # fd 2 is one per process: one capture at a time
+
+
+@contextmanager
+def _stderr_captured(out: list):
+    """What C libraries write to fd 2 meanwhile goes to a memory file, appended to ``out`` at the end."""
+    with _STDERR:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            buf = os.memfd_create("p2p-stderr") if hasattr(os, "memfd_create") else \
+                os.dup(tempfile.TemporaryFile().fileno())
+        except OSError:
+            os.close(saved)
+            yield
+            return
+        os.dup2(buf, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.lseek(buf, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(buf, 1 << 16):
+                chunks.append(chunk)
+            os.close(buf)
+            out.append(b"".join(chunks).decode(errors="replace"))
+
+
+def _decode(data: np.ndarray, path: Path) -> np.ndarray | None:
+    """cv2.imdecode, with a JPEG's damage warnings turned into an ImageError naming ``path``."""
+    if data[:2].tobytes() != b"\xff\xd8":  # not a JPEG
+        return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    said: list[str] = []
+    with _stderr_captured(said):
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    text = "".join(said)
+    damage = JPEG_DAMAGE.findall(text)
+    rest = JPEG_DAMAGE.sub("", text).strip()
+    if rest:  # anything else written meanwhile (another thread's output) goes where it was going
+        os.write(2, (rest + "\n").encode())
+    if damage:
+        raise ImageError(f"{path}: damaged JPEG data (libjpeg: {damage[0].strip()}); p2p does not use damaged "
+                         "images: re-save or remove it")
+    return image
+
+
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file as uint8 BGR, or raise ImageError saying what is wrong with it."""
+    """Decode an image file as uint8 BGR, or raise ImageError saying what is wrong with it (naming the file)."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -58,10 +116,35 @@ def read_image(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
     if data.size == 0:
         raise ImageError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        image = _decode(data, path)
+    except cv2.error as exc:  # OpenCV 5 raises where 4 returned None, e.g. above its pixel limit
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageError(f"{path}: too many pixels for OpenCV (over its limit of CV_IO_MAX_IMAGE_PIXELS; if "
+                             "the image is genuine, raise it with the environment variable "
+                             "OPENCV_IO_MAX_IMAGE_PIXELS)") from None
+        raise ImageError(f"{path}: OpenCV cannot decode it ({_cv_reason(exc)})") from None
     if image is None or image.size == 0:
         raise ImageError(f"{path}: not a decodable image (corrupt or truncated?)")
     return to_bgr8(image, str(path))
+
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    """Encode by the file's suffix and write atomically (runtime.files): OutputError says why it could not be."""
+    path = Path(path)
+    try:
+        ok, data = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error as exc:
+        raise ImageError(f"cannot encode {path}: {_cv_reason(exc)}") from None
+    if not ok:
+        raise ImageError(f"cannot encode {path}: OpenCV has no encoder for {path.suffix!r}")
+    write_atomic(path, data.tobytes())
+
+
+def _cv_reason(exc: Exception) -> str:
+    """The informative part of a cv2.error ("OpenCV(5.1.0) /path/file.cpp:80: error: (-215:...) X in function f")."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(" error: ", 1)[-1][:200]
 
 
 def split_aligned(image: np.ndarray, where: str = "image") -> tuple[np.ndarray, np.ndarray]:

@@ -25,6 +25,7 @@ except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said wh
 from . import contract, install_hints
 from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
 from .errors import BackendUnavailable, first_line
+from .integrity import check_onnx_file
 from .spec import ModelSpec, SpecError
 
 # backend name → ONNX Runtime provider, best first
@@ -138,6 +139,8 @@ class OrtBackend:
                  optimization: str = "all", spinning: bool = True, trt_cache: Path | None = None,
                  profile: ShapeLimits | Callable[[ModelSpec], ShapeLimits] | None = None):
         self.path = Path(path)
+        if self.path.is_file():
+            check_onnx_file(self.path)  # a damaged file is refused before ONNX Runtime reads it
         present = present_providers()
         if provider == "auto":
             candidates = [n for n in PROVIDERS if PROVIDERS[n] in present]
@@ -187,6 +190,8 @@ class OrtBackend:
                                                                str(self.path))
             contract.check_io(self.spec, [i.name for i in self.session.get_inputs()],
                               [o.name for o in self.session.get_outputs()], str(self.path))
+            contract.check_channels(self.spec, {t.name: t.shape for t in (*self.session.get_inputs(),
+                                                                          *self.session.get_outputs())}, str(self.path))
         except SpecError as exc:
             raise ArtifactError(str(exc)) from None
         self.mask_names = contract.mask_names(self.spec)

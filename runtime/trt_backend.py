@@ -16,6 +16,7 @@ import numpy as np
 from . import contract, install_hints
 from .artifacts import ArtifactError, ShapeError, read_engine_meta
 from .errors import BackendUnavailable, first_line
+from .integrity import check_engine_bytes
 from .spec import SpecError
 
 INSTALL_HINT = f"{install_hints.GPU}; {install_hints.JETSON}"
@@ -158,6 +159,8 @@ class TensorRTBackend:
         self.path = Path(path)
         meta = read_engine_meta(self.path)  # spec and shapes first: clear errors even without a GPU
         self.spec, self.limits, self.precision = meta.spec, meta.shapes, meta.precision
+        data = self.path.read_bytes()
+        check_engine_bytes(meta.sha256, data, str(self.path))  # a damaged engine is refused before TensorRT reads it
         trt, cudart = _import()
         self._trt, self._cuda = trt, _Cuda(cudart)
         problem = cuda_problem(cudart)
@@ -173,7 +176,7 @@ class TensorRTBackend:
                                 "it here with p2p-export (or run the .onnx file)")
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(data)
         if engine is None:
             raise ArtifactError(f"{self.path}: TensorRT {trt.__version__} cannot load this engine (built with "
                                 "another TensorRT version or for another GPU?): rebuild it on this machine with "

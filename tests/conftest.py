@@ -38,3 +38,98 @@ def _one_thread():
 
     torch.set_num_threads(1)
     yield
+
+
+# --- the fault tests' shared pieces (docs/promises.md) ----------------------------------------------
+TINY = ["--size", "32", "--ngf", "4", "--ndf", "4", "--no-progress", "--sample-every", "1000"]  # seconds, one core
+
+
+def invoke(command, *args):
+    """A click command run in-process, its arguments given as anything str() turns into one."""
+    from click.testing import CliRunner
+
+    return CliRunner().invoke(command, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A p2p-train run with two saves: checkpoint.pt (iteration 4), checkpoint.prev.pt (2). Copy it to change it."""
+    from p2p.training.cli import main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    r = invoke(main, "--out", out, *TINY, "--iters", "4", "--save-every", "2")
+    assert r.exit_code == 0, r.output
+    return out
+
+
+# real small file systems, for the full-disk and read-only promises
+def _mount_tmpfs(where: Path, size: str) -> None:
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0777", "tmpfs", str(where)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:  # CI runs as root on the same machine kind, where this works
+        pytest.skip(f"cannot mount a small tmpfs here (needs root and mount(2)): {r.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """small_disk(size) → a folder on a real tmpfs of that size (e.g. "1m"): writes past it fail with ENOSPC."""
+    mounts = []
+
+    def make(size: str, name: str = "disk") -> Path:
+        where = tmp_path / name
+        _mount_tmpfs(where, size)
+        mounts.append(where)
+        return where
+
+    yield make
+    import subprocess
+
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """read_only(fill) → a folder on a real read-only file system, holding what ``fill(folder)`` put there."""
+    import subprocess
+
+    mounts = []
+
+    def make(fill=None, name: str = "ro") -> Path:
+        where = tmp_path / name
+        _mount_tmpfs(where, "64m")
+        mounts.append(where)
+        if fill:
+            fill(where)
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+        return where
+
+    yield make
+    for where in mounts:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones too) and its bytes: to show that nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(Path(path).read_bytes())
+    data[offset] ^= 0x01
+    Path(path).write_bytes(bytes(data))
+
+
+def tensor_data_offset(checkpoint: Path) -> int:
+    """The offset of a byte in the middle of a checkpoint's largest tensor (its data in the zip file)."""
+    import zipfile
+
+    with zipfile.ZipFile(checkpoint) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(checkpoint, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+    return info.header_offset + 30 + name_len + extra_len + info.file_size // 2

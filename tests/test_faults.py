@@ -60,7 +60,7 @@ def test_nan_loss_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert train("--out", clean, *TINY, "--iters", "4").exit_code == 0
     nan_l1_from_call(monkeypatch, 5)  # iteration 5 diverges; the save at 4 is the last good one
     line = one_line_error(train("--out", broken, *TINY, "--iters", "8", "--save-every", "2"))
-    assert "non-finite" in line and "iteration 5" in line and "holds iteration 4" in line, line
+    assert "non-finite" in line and "iteration 5" in line and "checkpoint of iteration 4" in line, line
     state = load_checkpoint(broken)
     assert state["iteration"] == 4 and all_finite(state)
     assert_same_weights(state, load_checkpoint(clean))

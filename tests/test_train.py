@@ -189,6 +189,14 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     assert load_checkpoint(out)["iteration"] == state["iteration"] + 2
 
 
+def test_the_time_estimate_after_resume_counts_from_where_the_run_resumed(tmp_path):
+    out = tmp_path / "o"
+    assert train("--out", str(out), *TINY, "--iters", "4").exit_code == 0
+    r = CliRunner().invoke(main, ["--out", str(out), "--resume", "--iters", "30", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "training 26 iterations" in r.output and "21 iterations to go" in r.output, r.output
+
+
 def test_real_facades_validation_l1_drops(tmp_path):
     data = shared_data("facades")
     out = tmp_path / "facades"

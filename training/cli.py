@@ -18,6 +18,10 @@ Examples:
   p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
   p2p-train --data photos/ --task colorize --out runs/color
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
+
+Ctrl-C or SIGTERM (docker stop, Kubernetes, Slurm) finishes the step, saves and says how to
+resume; a second one stops at once. The last checkpoint is intact after any interruption.
+Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by SIGTERM.
 """
 
 
@@ -49,6 +53,10 @@ Examples:
 @click.option("--unconditional", is_flag=True, help="D sees only the output, not the (input, output) pair.")
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (flags not given are taken from it).")
+@click.option("--overwrite", is_flag=True,
+              help="Start again in an --out that holds a run: deletes its checkpoint.pt, checkpoint.prev.pt, "
+                   "log.jsonl, loss.png, config.json, samples/iter_*.png and tensorboard/ event files (other files, "
+                   "e.g. an exported model.onnx, stay). Without it (or --resume) such a folder is refused.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (helps on tensor-core GPUs).")
@@ -85,34 +93,77 @@ Examples:
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:
     nproc = opts.pop("nproc")
-    resume = opts.pop("resume")
+    resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
     given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in --out and --overwrite starts it again: give one")
     world = world_from_env()
 
     # torch loads here, after the options parsed: --help and usage errors answer at once
     from . import session
+    from .stopping import StopSignals, die_with_parent
 
-    if nproc > 1 and not world.distributed:
-        sys.exit(session.launch_torchrun(nproc, sys.argv[1:]))
     log = lambda message: click.echo(message, err=True)  # noqa: E731
-    with user_errors():
-        try:
-            cfg, resume_state = session.configure(opts, given, resume, log=log)
-        except ConfigError as exc:  # flags that cannot train together: click's usage error (exit 2)
-            raise click.UsageError(str(exc)) from None
-        try:
-            result = session.train(cfg, resume_state, world, warn=log)
-        except KeyboardInterrupt:
-            log(f"\nStopped. The last checkpoint in {cfg.out} is intact; continue with --resume.")
-            sys.exit(130)
+    if session.launched():
+        die_with_parent()  # a rank of p2p-train --nproc: if torchrun dies, stop (and save) too
+    if nproc > 1 and not world.distributed:
+        with user_errors():
+            try:  # the flags are checked before the launcher claims (and perhaps clears) the folder
+                cfg, _ = session.configure(opts, given, resume, log=lambda message: None)
+                status = session.launch_torchrun(nproc, sys.argv[1:], Path(cfg.out), resume=resume,
+                                                 overwrite=overwrite, log=log)
+            except ConfigError as exc:
+                raise click.UsageError(str(exc)) from None
+            except KeyboardInterrupt:  # before torchrun started: nothing was written
+                log("\nStopped before training began")
+                status = 130
+        sys.exit(status)
+    with StopSignals() as stop:  # from here on a signal asks the run to stop; it is not the end of the process
+        status = _train(opts, given, resume, overwrite, world, stop, log)
+    if session.launched():
+        if world.rank == 0:
+            session.report_status(status)
+        sys.exit(0)  # the status is in the file: torchrun must not report a failure of its own
+    sys.exit(status)
+
+
+def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, stop, log) -> int:
+    """Configure and run; prints the outcome (rank 0) and returns the exit status."""
+    from . import session
+
+    try:
+        with user_errors():
+            try:
+                cfg, resume_state = session.configure(opts, given, resume, log=log)
+            except ConfigError as exc:  # flags that cannot train together: click's usage error (exit 2)
+                raise click.UsageError(str(exc)) from None
+            try:
+                result = session.train(cfg, resume_state, world, warn=log, overwrite=overwrite, stop=stop)
+            except session.StoppedAtOnce as exc:
+                if world.rank == 0:
+                    log(f"\n{exc}")
+                return exc.status
+            except KeyboardInterrupt:  # a second signal before the run began
+                there = Path(cfg.out, "checkpoint.pt")
+                log(f"\nStopped before training began: "
+                    + (f"{there} is intact" if there.exists() else "no checkpoint was written"))
+                return stop.status
+    except click.ClickException as exc:
+        if not session.launched():
+            raise
+        if world.rank == 0:  # the other ranks met the same error: one line is enough
+            exc.show()
+        return exc.exit_code
     if world.rank != 0:
-        return
+        return 0
     if result["interrupted"]:
-        log(f"\nInterrupted at iteration {result['iteration']}: checkpoint saved to {result['checkpoint']}; "
-            f"continue with: p2p-train --out {cfg.out} --resume")
-        sys.exit(130)
+        how = f"continue with: p2p-train --out {cfg.out} --resume"
+        log(f"\nStopped by {stop.name} at iteration {result['iteration']}: "
+            + (f"checkpoint saved to {result['checkpoint']}; {how}" if result["checkpoint"] else
+               "before the first iteration, nothing to save"))
+        return stop.status
     samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
     log(f"\nDone: {result['iteration']} iterations, validation L1 {result['val_l1']:.3f}. What next:\n"
         + (f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
@@ -121,6 +172,7 @@ def main(ctx: click.Context, **opts) -> None:
         + f"  score     p2p-eval {cfg.out} --data {cfg.data}")
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
+    return 0
 
 
 if __name__ == "__main__":

@@ -119,6 +119,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(flagged_ranks(flag, device))
 
 
+def any_ranks(flags, device: torch.device) -> tuple[bool, ...]:
+    """Each flag true on every rank if it is true on any (one all-reduce for all of them)."""
+    if not dist.is_initialized():
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(v > 0 for v in t.tolist())
+
+
 def gather_objects(obj) -> list:
     if not dist.is_initialized():
         return [obj]

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from p2p.runtime.files import atomic_write, write_atomic
-from p2p.runtime.images import input_to_bgr, output_to_bgr
+from p2p.runtime.files import atomic_write
+from p2p.runtime.images import input_to_bgr, output_to_bgr, write_image
 from p2p.runtime.spec import ModelSpec
 
 
@@ -21,17 +20,10 @@ def sample_grid(x, fake, y, spec: ModelSpec) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def write_image_atomic(path: Path, image: np.ndarray) -> None:
-    ok, data = cv2.imencode(path.suffix, image)
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    write_atomic(path, data.tobytes())
-
-
 def write_sample_grid(path: Path, x, fake, y, spec: ModelSpec) -> np.ndarray:
     """Write the grid to ``path``; returns it (BGR) for other viewers."""
     grid = sample_grid(x, fake, y, spec)
-    write_image_atomic(path, grid)
+    write_image(path, grid)
     return grid
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
 import time
 import warnings
@@ -19,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from p2p.runtime.errors import UserError, first_line
+from p2p.runtime.errors import OutputError, UserError, first_line
+from p2p.runtime.files import append_line, output_error, read_jsonl, write_atomic
 from p2p.runtime.masks import MaskSampler
-from p2p.runtime.pairs import InputDataset, PairDataset, resolve_split
+from p2p.runtime.pairs import DataError, InputDataset, PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
 from torch import nn
 from torch.utils.data import DataLoader
@@ -31,10 +31,12 @@ from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingSet
 from .distill import Student, Teacher, check_pair, feature_loss, load_teacher
-from .distributed import World, any_rank, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
+from .distributed import World, any_rank, any_ranks, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
 from .models import Discriminator, Generator, init_weights
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
+from .run_folder import LOG_NAME
+from .stopping import StopSignals
 from .tensorboard import TensorBoardLog
 
 
@@ -44,6 +46,14 @@ PACE_PROBE = 5  # iterations timed before the expected duration is said
 
 class TrainError(UserError, RuntimeError):
     """A run that cannot go on; the message says what to do."""
+
+
+class StoppedAtOnce(TrainError):
+    """A second stop signal: the run left without saving; ``status`` is the exit status to use."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 class NonFiniteLoss(Exception):
@@ -141,9 +151,13 @@ def restore_rng(rng: dict, device: torch.device) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume: dict | None = None, world: World = World()):
-        """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly."""
+    def __init__(self, cfg: TrainConfig, resume: dict | None = None, world: World = World(),
+                 stop: StopSignals | None = None):
+        """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly.
+        ``stop``: the signal handlers that ask the run to stop (installed by ``run`` if not yet)."""
         self.cfg, self.rank, self.world = cfg, world.rank, world.size
+        self.stop = stop or StopSignals()
+        self._failure: str | None = None  # a write that failed on this rank (disk full, ...): the run stops
         self.main = world.rank == 0
         if cfg.deterministic:  # before any CUDA work: cuBLAS reads its workspace setting once
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -182,7 +196,6 @@ class Trainer:
         if world.distributed:
             self.G_step = wrap_ddp(self.G_step, self.device)
             self.D_step = wrap_ddp(self.D, self.device) if self.D else None
-        self._stop = False
         self._last_report = None  # (iteration, val L1): a report is made once per iteration
         self.tb = TensorBoardLog(self.out / "tensorboard", self.iteration) if cfg.tensorboard and self.main else None
 
@@ -345,15 +358,24 @@ class Trainer:
         }
 
     def save(self) -> Path:
-        """Write checkpoint.pt atomically, unless a weight is no longer finite (then TrainError, nothing written)."""
+        """Write checkpoint.pt atomically (the one before stays as checkpoint.prev.pt), then agree on the outcome.
+
+        TrainError on every rank, and the last checkpoint intact, if a weight is no longer
+        finite, if the write fails (disk full, read-only file system), or if an earlier
+        write of this run failed (no save is tried on a disk that just refused one).
+        """
         path = self.out / CHECKPOINT_NAME
         bad = not all(bool(torch.isfinite(p).all()) for net in (self.G, self.D) if net for p in net.parameters())
         if any_rank(bad, self.device) if self.world > 1 else bad:
             raise TrainError(f"the weights became non-finite at iteration {self.iteration} and were not saved: "
                              f"{self.kept()}; lower --lr (or try --no-amp)")
         state = self.checkpoint_state()  # on every rank: it gathers their RNG states
-        if self.main:
-            save_checkpoint(state, path)
+        if self.main and self._failure is None:
+            try:
+                save_checkpoint(state, path, keep_previous=True)
+            except OutputError as exc:
+                self._failure = str(exc)
+        self._raise_failure()
         self.saved_iteration = self.iteration
         return path
 
@@ -361,10 +383,33 @@ class Trainer:
         """What the run folder holds now, in words, for messages about a run that went wrong."""
         path = self.out / CHECKPOINT_NAME
         if self.saved_iteration is not None:
-            return f"{path} holds iteration {self.saved_iteration}, untouched"
+            return f"the checkpoint of iteration {self.saved_iteration} ({path}) is intact"
         if path.exists():
-            return f"no checkpoint was written by this run ({path} from before it is untouched)"
+            return f"no checkpoint was written by this run ({path} from before it is intact)"
         return "no checkpoint was written"
+
+    def how_to_continue(self) -> str:
+        if self.saved_iteration is not None or (self.out / CHECKPOINT_NAME).exists():
+            return f"continue with: p2p-train --out {self.out} --resume"
+        return "then start the run again"
+
+    def _write(self, fn, *args):
+        """One of rank 0's writes during the run; a failure is kept, and stops the run at the next step."""
+        if not self.main or self._failure is not None:
+            return None
+        try:
+            return fn(*args)
+        except OutputError as exc:
+            self._failure = str(exc)
+            return None
+
+    def _raise_failure(self) -> None:
+        """If a write failed on any rank: TrainError on every rank, saying what is intact and how to go on."""
+        failure = self._failure
+        if self.world > 1:
+            failure = next((f for f in gather_objects(failure) if f), None)
+        if failure:
+            raise TrainError(f"{failure}; {self.kept()}; make room (or make it writable), {self.how_to_continue()}")
 
     def _load(self, state: dict, path: Path) -> None:
         if state["spec"] != self.spec:
@@ -408,10 +453,11 @@ class Trainer:
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, ())) + self.rank)
 
     def _read_history(self) -> list:
-        log = self.out / "log.jsonl"
-        if not log.exists():
-            return []
-        return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        """log.jsonl's records; a torn last line (a crash or full disk mid-write) is dropped, and cut on rank 0."""
+        records, note = read_jsonl(self.out / LOG_NAME, repair=self.main)
+        if note and self.main:
+            warnings.warn(note)
+        return records
 
     def note(self, record: dict) -> None:
         """A line in log.jsonl about this iteration (e.g. flags changed on resume)."""
@@ -421,8 +467,7 @@ class Trainer:
         if not self.main:
             return
         self.history.append(record)
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        self._write(append_line, self.out / LOG_NAME, json.dumps(record))  # one write of a whole line
         if self.tb:
             self.tb.record(record)
 
@@ -435,18 +480,13 @@ class Trainer:
         self._last_report = (it, val_l1)
         self._log({"iter": it, "epoch": self.epoch_of(it), "val_l1": round(val_l1, 6)})
         if self.main:
-            grid = write_sample_grid(self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
-            if self.tb:
+            grid = self._write(write_sample_grid, self.out / "samples" / f"iter_{it:07d}.png", vx, fake, vy, self.spec)
+            if self.tb and grid is not None:
                 self.tb.grid(grid, it)
-            plot_losses(self.history, self.out / "loss.png")
+            self._write(plot_losses, self.history, self.out / "loss.png")
         return val_l1
 
     # --- the loop -----------------------------------------------------------------------
-    def _on_sigint(self, signum, frame):
-        if self._stop:  # a second Ctrl-C: stop now; the last checkpoint on disk is intact
-            raise KeyboardInterrupt
-        self._stop = True
-
     def _say_expected_time(self, seconds: float, total: int) -> None:
         """Once the pace is known: how long the rest will take here (on stderr, above the progress bar)."""
         if not self.main:
@@ -458,15 +498,39 @@ class Trainer:
                    + (f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s") + f" here (done around {done})",
                    file=sys.stderr)
 
-    def _should_stop(self) -> bool:
-        """Ctrl-C on any rank: ranks must agree to stop at the same step."""
-        return any_rank(self._stop, self.device) if self.world > 1 else self._stop
+    def _agree(self, data_failed: bool = False) -> tuple[bool, bool, bool]:
+        """(a stop signal, a failed write, a failed batch) on any rank: ranks stop at the same step."""
+        flags = (self.stop.requested, self._failure is not None, data_failed)
+        return any_ranks(flags, self.device) if self.world > 1 else flags
 
     def run(self) -> dict:
+        """Train to the end, or until a stop signal, a failed write or an unreadable batch (on any rank).
+
+        Returns {"checkpoint", "iteration", "epoch", "interrupted", "signal", "val_l1"};
+        ``checkpoint`` is None when a run stopped before its first iteration saved nothing.
+        """
+        owner = not self.stop.installed  # p2p-train installs them before setup; a Trainer used alone, here
+        self.stop.install()
+        try:
+            return self._run()
+        except KeyboardInterrupt as exc:  # a second signal: leave now; every save is atomic
+            status = self.stop.status if self.stop.requested else 130
+            raise StoppedAtOnce(f"Stopped at once at iteration {self.iteration} ({self.stop.name or 'SIGINT'} "
+                                f"twice): {self.kept()}"
+                                + (f"; {self.how_to_continue()}" if self.saved_iteration is not None else ""),
+                                status) from exc
+        finally:
+            if owner:
+                self.stop.restore()
+
+    def _run(self) -> dict:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        if self.main:
-            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if self.main:  # p2p-train claimed it already; a Trainer used on its own makes it here
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self._failure = str(output_error(exc, self.out))
+        self._write(atomic_json, self.out / "config.json", cfg.to_dict())
         total = self.total_iterations()
         n_epochs = cfg.epochs + cfg.epochs_decay
         vx, vy = self.validation_batch()
@@ -475,14 +539,22 @@ class Trainer:
         if self.main and total > self.iteration:
             tqdm.write(f"training {total - self.iteration} iterations into {self.out} ({self.steps_per_epoch} "
                        f"batches an epoch); the expected time follows after {PACE_PROBE}", file=sys.stderr)
-        old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = tqdm(total=total, initial=min(self.iteration, total), disable=not (cfg.progress and self.main),
                    unit="it", dynamic_ncols=True)
-        interrupted = False
+        interrupted = failed = data_failed = False
+        bad_batch = None
         start, t_begin = self.iteration, time.perf_counter()
         t_last = t_begin
+        batches = self.batches(self.iteration)
         try:
-            for it, (x, y, has_target) in zip(range(self.iteration, total), self.batches(self.iteration)):
+            for it in range(self.iteration, total):
+                try:
+                    x, y, has_target = next(batches)
+                except DataError as exc:  # an image that went bad since the start: save, then say which
+                    bad_batch = str(exc)
+                interrupted, failed, data_failed = self._agree(bad_batch is not None)
+                if interrupted or failed or data_failed:
+                    break
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 has_target = has_target.to(self.device) if self.teacher is not None else None
                 if cfg.channels_last:
@@ -516,16 +588,33 @@ class Trainer:
                     self._report(vx, vy)
                 if self.iteration % cfg.save_every == 0:
                     self.save()
-                if self._should_stop():
-                    interrupted = True
-                    break
         finally:
             bar.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
-        val_l1 = self._report(vx, vy) if not interrupted else None
-        path = self.save()
+        if failed:
+            self._raise_failure()
+        if data_failed or (interrupted and self.iteration > 0 and self.iteration != self.saved_iteration):
+            self.save()  # the steps since the last save are kept
+        if data_failed:
+            if self.world > 1:  # the rank that met the bad image says which
+                bad_batch = next(b for b in gather_objects(bad_batch) if b)
+            raise TrainError(f"{bad_batch}; fix or remove it: {self.kept()}; {self.how_to_continue()}")
+        if interrupted:
+            if self.tb:
+                self.tb.close()
+            path = self.out / CHECKPOINT_NAME if self.saved_iteration is not None else None
+            return {"checkpoint": path, "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),
+                    "interrupted": True, "signal": self.stop.signum, "val_l1": None}
+        val_l1 = self._report(vx, vy)
+        if self.saved_iteration == self.iteration:  # saved at this very step: checkpoint.prev.pt stays the one before
+            self._raise_failure()  # a failed write of the last report
+            path = self.out / CHECKPOINT_NAME
+        else:
+            path = self.save()  # also raises a failed write of the last report
         if self.tb:
             self.tb.close()
         return {"checkpoint": path, "iteration": self.iteration, "epoch": self.epoch_of(self.iteration),
-                "interrupted": interrupted, "val_l1": val_l1}
+                "interrupted": False, "signal": None, "val_l1": val_l1}
+
+
+def atomic_json(path: Path, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=2))

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import cv2
 from tqdm import tqdm
 
 from p2p.runtime.errors import OutputError
-from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image
+from p2p.runtime.files import output_error, probe_writable
+from p2p.runtime.images import IMAGE_SUFFIXES, list_images, read_image, write_image
 
 from .options import model_options, open_translator, temporal_option, user_errors
 from .pipeline import translate_video
@@ -30,7 +30,9 @@ def video_main(model, input, output, side_by_side, max_frames, no_progress, **op
     OUTPUT (.mp4, .avi, .mkv, .mov) has the input's frame rate and timeline: a picture the
     file shows for several frames is written for as many. When frames cannot be decoded,
     one line says how many. Decoding (and the optical flow of --temporal) and encoding run
-    on their own threads, beside the model.
+    on their own threads, beside the model. OUTPUT is written beside its name and renamed
+    only once complete and checked (reopened, frames counted): a full disk never leaves a
+    broken file under it.
 
     \b
     Examples:
@@ -86,16 +88,24 @@ def translate_main(model, images, out_dir, samples, **opts):
     files = _collect(images)
     translator = open_translator(model, **opts)
     with user_errors():
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(exc, out_dir) from None
+        probe_writable(out_dir)  # a read-only or unwritable --out fails before the first translation
         names: set[str] = set()
+        written = 0
         for path in files:
             frame = read_image(path)
             stem = _unique(path.stem, names)
             for k in range(samples):
                 result = translator.translate(frame)  # one frame per run: statistics of this image alone
                 target = out_dir / (f"{stem}_s{k}.png" if samples > 1 else f"{stem}.png")
-                if not cv2.imwrite(str(target), result):
-                    raise OutputError(f"cannot write {target} (folder gone, no permission, or disk full?)")
+                try:
+                    write_image(target, result)  # atomic: a full disk leaves no half-written result
+                except OutputError as exc:
+                    raise OutputError(f"{exc}; the {written} result(s) written before it are whole") from None
+                written += 1
     click.echo(f"translated {len(files)} image(s) × {samples} into {out_dir} "
                f"({translator.describe()}, seed {translator.seed})")
 

@@ -14,7 +14,7 @@ from p2p.runtime.artifacts import default_model, demo_model, find_models
 from .capture import LatestFrameReader, parse_source
 from .display import FpsMeter, Window, side_by_side
 from .options import model_options, open_translator, temporal_option, user_errors
-from .pipeline import check_output, open_writer
+from .pipeline import VideoOutput, check_output
 
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
                 "nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! "
@@ -43,7 +43,7 @@ class Recorder:
 
     def _open(self, fps: float) -> None:
         size = (self.held[0].shape[1], self.held[0].shape[0])
-        self.writer = open_writer(self.path, max(1.0, round(fps, 2)), size, self.codec)
+        self.writer = VideoOutput(self.path, max(1.0, round(fps, 2)), size, self.codec)
         for image in self.held:
             self.writer.write(image)
         self.held = []
@@ -52,7 +52,7 @@ class Recorder:
         if self.writer is None and self.held:
             self._open(fps)
         if self.writer is not None:
-            self.writer.release()
+            self.writer.finish()  # checked, then renamed to its name: never a broken file under it
 
 
 KEYS = {"q": "quit", "esc": "quit", " ": "pause", "n": "noise", "t": "temporal", "s": "snapshot"}
@@ -175,10 +175,11 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
             _loop(reader, translator, window, recorder, meter, max_frames, SnapshotSaver(snapshots),
                   opts["temporal"] or DEFAULT_TEMPORAL)
     finally:
-        if recorder:
-            recorder.close(meter.overall)
         if window:
             window.close()
+        if recorder:
+            with user_errors():  # a recording that did not come out whole says so in one line
+                recorder.close(meter.overall)
     paused = f"; {meter.paused_for:.1f} s paused, not counted" if meter.paused_for >= 0.05 else ""
     say(f"{meter.count} frames in {meter.elapsed:.1f} s: {meter.overall:.1f} fps "
         f"({translator.describe()}; {reader.dropped} source frames skipped to stay live{paused})")
