@@ -11,6 +11,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Two cores: keep each test process to one intra-op thread unless a test asks otherwise.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No ONNX Runtime settings tuning on every model a test opens (seconds each, and a cache in ~):
+# tests/test_compact.py tests the tuning itself.
+os.environ.setdefault("P2P_ORT_TUNE", "off")
 
 
 def shared_data(*parts: str) -> Path:
