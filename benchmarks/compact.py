@@ -63,7 +63,8 @@ def runs_for(args) -> list[Run]:
 # --- training ----------------------------------------------------------------------------------
 def train(args) -> None:
     teacher = args.out / "teacher"
-    for run in runs_for(args):
+    runs = runs_for(args)  # the teacher, then the new blocks first (the seed-0 runs before the second seeds)
+    for run in sorted(runs, key=lambda r: (r.label != "teacher", r.block != "separable", r.seed)):
         iters = args.teacher_iters if run.label == "teacher" else args.student_iters
         # constant LR for 3/5 of the budget, then linear decay to zero (400 facades per epoch)
         epochs = max(round(iters * 3 / 5 / 400), 1)
@@ -313,7 +314,8 @@ def main(argv=None) -> int:
         text = measure(args, timings_only=args.step == "time")
         print(text)
         if args.markdown:
-            command = "python benchmarks/compact.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            import shlex
+            command = "python benchmarks/compact.py " + shlex.join(sys.argv[1:] if argv is None else argv)
             args.markdown.write_text(f"# Compact students: speed and quality\n\nCommand: `{command}`\n\n{text}")
     return 0
 
