@@ -1,6 +1,7 @@
 """Atomic file writes: a crash or Ctrl-C leaves the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -34,3 +35,12 @@ def atomic_write(path):
 def write_atomic(path, data: bytes | str) -> None:
     with atomic_write(path) as f:
         f.write(data.encode() if isinstance(data, str) else data)
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -17,7 +17,6 @@ again now and store), ``off`` (ONNX Runtime's defaults, nothing stored).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import statistics
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import contract
-from .files import write_atomic
+from .files import file_sha256, write_atomic
 from .spec import ModelSpec
 
 ENV = "P2P_ORT_TUNE"
@@ -89,14 +88,6 @@ def machine_key(ort_version: str) -> str:
         name = platform.processor() or platform.machine()
     isa = "+".join(f for f in ISA_FLAGS if f in flags) or "-"
     return f"{name} | {isa} | {cpu_threads()} cpus | onnxruntime {ort_version}"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dimension_values(spec: ModelSpec, shape: tuple[int, int, int]) -> dict[str, int]:

@@ -35,6 +35,19 @@ def one_line_error(result, code: int = 1) -> str:
     return lines[0]
 
 
+def dropout_output_shapes(generator, x) -> list[tuple[int, ...]]:
+    """Shapes of what each dropout layer of ``generator`` outputs for the input ``x``, in order."""
+    from p2p.training.models import MaskDropout
+
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+             for m in generator.modules() if isinstance(m, MaskDropout)]
+    generator(x)
+    for h in hooks:
+        h.remove()
+    return seen
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread():
     import torch
