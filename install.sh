@@ -5,6 +5,7 @@
 #   P2P_GPU=cu13 ./install.sh       CUDA 13 (driver >= 580): the same for CUDA 13
 #   P2P_OPENCV=headless ./install.sh  opencv-python-headless instead of opencv-python (servers, Docker:
 #                                   no GUI system libraries needed; p2p-live then runs with --headless)
+# Every install also fetches onnxruntime-web (pinned, sha512-checked) for the web page into ~/.cache/p2p.
 # GPU machines: install a CUDA build of torch into .venv first and add P2P_TORCH=keep (see README).
 # Where opencv-python cannot load (e.g. no libGL), this script installs the headless build and says so.
 set -euo pipefail
@@ -40,6 +41,13 @@ if pip show -q "$other_cv" >/dev/null 2>&1; then
   pip uninstall -q -y "$other_cv"
   cv_swapped=yes
 fi
+# Until issue 19 this checkout installed itself as the distribution "p2p", which on PyPI is an unrelated
+# project (so a dist of that name here is either our stale install or that project): remove it, so that
+# p2p-pix2pix alone owns the p2p package and the p2p-* commands.
+if pip show -q p2p >/dev/null 2>&1; then
+  pip uninstall -q -y p2p
+fi
+rm -rf p2p.egg-info  # that install's metadata in the checkout: importlib.metadata would still find it here
 pip install -q -e ".[${extras},${opencv},test]"
 if [ "$swapped" = yes ]; then
   pip install -q --force-reinstall --no-deps "$ort"
@@ -53,5 +61,11 @@ if [ "$opencv" = gui ] && ! error=$(.venv/bin/python -c "import cv2" 2>&1); then
        "window, install the system libraries (Debian/Ubuntu: apt-get install libgl1 libglib2.0-0) and run" \
        "./install.sh again" >&2
   exec env P2P_OPENCV=headless bash ./install.sh
+fi
+# onnxruntime-web for the web page (p2p-export --web, p2p-web): pinned, from the npm registry (npm pack where
+# npm is installed, else plain HTTPS), checked against its sha512, kept in ~/.cache/p2p. The rest of p2p
+# works without it, so a failed download only warns.
+if ! .venv/bin/p2p-web --fetch-runtime >/dev/null; then
+  echo "install.sh: onnxruntime-web was not downloaded; the web page needs it: run .venv/bin/p2p-web --fetch-runtime" >&2
 fi
 echo "p2p installed in $(pwd)/.venv (${extras}, ${cv}): activate it with  . .venv/bin/activate"

@@ -27,16 +27,13 @@ import torch.nn.functional as F
 
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import atomic_write
+from p2p.runtime.labels import CMP_CLASSES, CMP_PALETTE
 from p2p.runtime.spec import ModelSpec
 
 from p2p.runtime.pairs import PairDataset, resolve_split
 
 # CMP facade palette, RGB, in class-id order (1 background ... 12 shop; index 0 here = id 1).
-CMP_CLASSES = ("background", "facade", "window", "door", "cornice", "sill",
-               "balcony", "blind", "deco", "molding", "pillar", "shop")
-CMP_PALETTE_RGB = np.array([
-    (0, 0, 170), (0, 0, 255), (0, 85, 255), (0, 170, 255), (0, 255, 255), (85, 255, 170),
-    (170, 255, 85), (255, 255, 0), (255, 170, 0), (255, 85, 0), (255, 0, 0), (170, 0, 0)], np.float32)
+CMP_PALETTE_RGB = np.array(CMP_PALETTE, np.float32)
 N_CLASSES = len(CMP_CLASSES)
 SEGMENTER_VERSION = 2  # 2: weights initialised from cfg.seed (1 used the global RNG)
 # Mean distance (0-255 RGB units) to the nearest palette colour above which an image is

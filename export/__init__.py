@@ -1,8 +1,20 @@
 """Checkpoint → ONNX (dropout masks as inputs, spec in metadata) → TensorRT engine.
 
-``export_onnx`` and ``read_onnx_spec`` need only ``onnx`` to import; torch is
-loaded when a graph is actually built.
+Importing ``p2p.export`` needs nothing: ``export_onnx`` and ``read_onnx_spec`` load ``onnx``
+on first use, torch is loaded when a graph is actually built, and onnxconverter-common only
+for FP16 (benchmarks/gpu_check.py runs where some of them are missing).
 """
-from .onnx_export import ExportError, export_onnx, read_onnx_spec
+from __future__ import annotations
 
-__all__ = ["ExportError", "export_onnx", "read_onnx_spec"]
+import importlib
+
+_LAZY = {"ExportError": "onnx_export", "export_onnx": "onnx_export", "read_onnx_spec": "onnx_export"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

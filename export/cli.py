@@ -7,6 +7,7 @@ import click
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.errors import OutputError, UserError
 from p2p.runtime.spec import SpecError
+from p2p.runtime.web.bundle import build_web_folder, check_web_target
 
 from .onnx_export import ExportError
 from .tensorrt_build import Shapes, TensorRTUnavailable, parse_nhw, parse_sizes
@@ -19,6 +20,8 @@ Examples:
   p2p-export runs/facades --trt --shapes 256x256,512x512 --batch 2
   p2p-export runs/facades -o runs/facades/model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
   p2p-export runs/facades -o runs/facades/model.int8.onnx --int8 --calib ../shared/data/facades/val
+  p2p-export runs/facades --opset 17       # for TensorRT 8.6 (JetPack 6.0) / its trtexec
+  p2p-export runs/edges --web runs/edges/web             # + a static web page that runs it (p2p-web serves it)
 \b
 The ONNX file takes `image` (N,C,H,W in [-1,1]) and one `dropout_mask_k` input
 per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
@@ -53,8 +56,17 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
               help="--int8: folder of frames like those the model will see (up to 32 are used).")
 @click.option("--norm", type=click.Choice(["instance", "reduce"]), default=None,
               help="How batch statistics are written (default: instance, the faster in ORT).")
+@click.option("--opset", type=click.Choice(["17", "18"]), default=None,
+              help="ONNX opset. 17: the graph TensorRT 8.6's parser reads (JetPack 6.0; export there, or for "
+                   "trtexec on such a board). Default 18, or 17 when --trt finds a TensorRT older than 10.")
+@click.option("--web", type=click.Path(path_type=Path), metavar="DIR",
+              help="Also write DIR: a static web page that runs the model in the browser (onnxruntime-web), "
+                   "for any static host; `p2p-web DIR` serves it on localhost.")
+@click.option("--web-fp16", is_flag=True,
+              help="--web: the page's model stores its weights as float16 (half the download; computed in "
+                   "float32; outputs within ~2e-3 of the fp32 model's).")
 def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
-         timing_cache, workspace, int8, calib, norm):
+         timing_cache, workspace, int8, calib, norm, opset, web, web_fp16):
     """Export a p2p-train checkpoint to ONNX (and optionally a TensorRT engine), dropout preserved.
 
     RUN_OR_CHECKPOINT is a p2p-train --out folder or its checkpoint.pt.
@@ -82,6 +94,12 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
     except SpecError as exc:
         raise click.ClickException(str(exc)) from None
 
+    if web_fp16 and web is None:
+        raise click.UsageError("--web-fp16 goes with --web DIR")
+    if web is not None:
+        with user_errors():  # what the page needs is checked before the export starts, not after it
+            check_web_target(web)
+
     # torch loads here, after the options parsed: --help and usage errors answer at once
     from .exporter import export_checkpoint
 
@@ -89,7 +107,8 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
         try:
             export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
                               verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
-                              shapes=profile, timing_cache=timing_cache, workspace_gb=workspace, log=click.echo)
+                              shapes=profile, timing_cache=timing_cache, workspace_gb=workspace,
+                              opset=int(opset) if opset else None, log=click.echo)
         except TensorRTUnavailable as exc:
             raise ExportError(f"{onnx_path} was written, but no engine: {exc}") from exc
         except OSError as exc:
@@ -97,6 +116,9 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
                 raise
             # a named file that cannot be written (disk full, permissions changed mid-way)
             raise OutputError(f"{exc.filename}: {exc.strerror or exc}") from exc
+        if web is not None:
+            build_web_folder(onnx_path, web, fp16=web_fp16)
+            click.echo(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with p2p-web {web}")
 
 
 def _paths(output: Path, trt: bool) -> tuple[Path, Path]:

@@ -16,21 +16,23 @@ from p2p.training.checkpoint import load_generator
 
 from .fp16 import to_fp16
 from .int8 import calibration_inputs, compare, kernel_counts, quantize_int8
-from .onnx_export import build_onnx, check_writable, write_model
-from .tensorrt_build import Shapes, build_engine
+from .onnx_export import OPSET, build_onnx, check_writable, write_model
+from .tensorrt_build import Shapes, build_engine, installed_tensorrt, version_tuple
 from .verify import verify_onnx
 
 
 def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32", verify: bool = False,
                       calib: Path | None = None, norm: str | None = None, engine: Path | None = None,
                       shapes: Shapes | None = None, timing_cache: Path | None = None,
-                      workspace_gb: float | None = None, log: Callable[[str], None] = print) -> Path:
+                      workspace_gb: float | None = None, opset: int | None = None,
+                      log: Callable[[str], None] = print) -> Path:
     """Export ``source`` (a run folder or checkpoint) to ``onnx_path``; returns the ONNX path.
 
     precision: "fp32", "fp16" or "int8" (calibrated on the frames in ``calib``); ``verify``: ONNX
     Runtime vs PyTorch on identical masks; ``norm``: how batch statistics are written (graph.NORMS);
     ``engine``: also build this TensorRT engine, for the profile ``shapes`` (default: the training
-    size, batch 1), with ``timing_cache`` and ``workspace_gb``.
+    size, batch 1), with ``timing_cache`` and ``workspace_gb``; ``opset``: 17 or 18, by default 18, or 17 when
+    an engine is to be built by a TensorRT older than 10 (whose parser reads opset 17).
     """
     generator, spec, _ = load_generator(source)
     check_writable(onnx_path)
@@ -40,9 +42,15 @@ def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32",
     if precision == "int8":
         calibration_inputs(calib, spec, limit=1)  # a wrong folder fails now, not after the export
 
+    if opset is None:
+        opset = OPSET
+        trt_version = installed_tensorrt() if engine is not None else None
+        if trt_version and version_tuple(trt_version) < (10,):
+            opset = 17
+            log(f"TensorRT {trt_version} parses opset 17: writing an opset-17 graph (as --opset 17 does)")
     log(f"exporting {spec.generator} generator (depth {spec.depth}, ngf {spec.ngf}, "
         f"{spec.dropout_blocks} dropout masks) to {onnx_path} ...")
-    model32 = build_onnx(generator, spec, norm=norm)
+    model32 = build_onnx(generator, spec, norm=norm, opset=opset)
     with tempfile.TemporaryDirectory() as tmp:
         fp32_path = onnx_path if precision == "fp32" else Path(tmp) / "model.fp32.onnx"
         if precision == "fp32" or precision == "int8" or engine is not None:

@@ -24,9 +24,9 @@ from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 
-from .fp16 import to_fp16
 
-OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 8.6+ and ORT 1.14+ read it
+OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 10+ and ORT 1.14+ read it
+OPSETS = (17, 18)  # 17: rewritten for TensorRT 8.6's parser (export/opset17.py)
 FORBIDDEN_OPS = frozenset({"Dropout", "RandomUniform", "RandomUniformLike", "RandomNormal",
                            "RandomNormalLike", "Bernoulli", "Multinomial"})
 
@@ -35,14 +35,19 @@ class ExportError(UserError, RuntimeError):
     """Export or verification failed; the message says what and why."""
 
 
-def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: str | None = None) -> Path:
+def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: str | None = None,
+                opset: int = OPSET) -> Path:
     """Write ``generator`` (left unchanged) to ``path`` as the contract above; returns the path.
 
     ``fp16`` stores weights and compute in float16 (inputs and outputs stay fp32).
     ``norm`` picks how batch statistics are written ("instance" or "reduce"; default: the faster).
+    ``opset`` 17 writes the graph TensorRT 8.6 (JetPack 6.0) parses; 18 is the exporter's own.
     """
-    model = build_onnx(generator, spec, norm=norm)
-    return write_model(to_fp16(model) if fp16 else model, spec, "fp16" if fp16 else "fp32", path)
+    model = build_onnx(generator, spec, norm=norm, opset=opset)
+    if fp16:
+        from .fp16 import to_fp16  # onnxconverter-common: only FP16 needs it
+        model = to_fp16(model)
+    return write_model(model, spec, "fp16" if fp16 else "fp32", path)
 
 
 def write_model(model: onnx.ModelProto, spec: ModelSpec, precision: str, path) -> Path:
@@ -52,8 +57,10 @@ def write_model(model: onnx.ModelProto, spec: ModelSpec, precision: str, path) -
     return save_onnx(model, path)
 
 
-def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.ModelProto:
-    """The fp32 ModelProto (no metadata yet), traced from a copy of ``generator``."""
+def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None, opset: int = OPSET) -> onnx.ModelProto:
+    """The fp32 ModelProto (no metadata yet) at ``opset`` (one of OPSETS), traced from a copy of ``generator``."""
+    if opset not in OPSETS:
+        raise ExportError(f"opset {opset} is not one p2p writes ({', '.join(map(str, OPSETS))})")
     # torch only here: reading and checking ONNX files must not need it
     import torch
     from torch.export import Dim
@@ -91,6 +98,9 @@ def build_onnx(generator, spec: ModelSpec, *, norm: str | None = None) -> onnx.M
         raise ExportError(f"torch.onnx.export failed ({type(root).__name__}): {first_line(root)}") from exc
     model = program.model_proto
     _name_dims(model, m)
+    if opset == 17:
+        from .opset17 import to_opset17
+        model = to_opset17(model)
     return model
 
 
@@ -128,7 +138,7 @@ def check_graph(model: onnx.ModelProto, spec: ModelSpec | None = None) -> None:
 def forbidden_ops(model: onnx.ModelProto) -> set[str]:
     """Random, Dropout and training-mode BatchNormalization ops anywhere in the graph (subgraphs too)."""
     found = set()
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.op_type in FORBIDDEN_OPS:
             found.add(node.op_type)
         elif node.op_type == "BatchNormalization":
@@ -139,14 +149,14 @@ def forbidden_ops(model: onnx.ModelProto) -> set[str]:
     return found
 
 
-def _all_nodes(graph):
+def all_nodes(graph):
     for node in graph.node:
         yield node
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
+                yield from all_nodes(attr.g)
             for g in attr.graphs:
-                yield from _all_nodes(g)
+                yield from all_nodes(g)
 
 
 def save_onnx(model: onnx.ModelProto, path) -> Path:

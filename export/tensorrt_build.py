@@ -5,9 +5,11 @@ runs it (a Jetson builds its own). Beside ``model.engine`` goes
 ``model.engine.json``: the spec, the (N, H, W) range it was built for, the
 precision and the TensorRT version, which the runtime checks before running.
 
-Precision: TensorRT 10 builds FP16 from the fp32 ONNX with the FP16 builder
-flag (batch statistics pinned to fp32); TensorRT 11 is strongly typed, so FP16
-comes from an FP16 ONNX (``export_onnx(..., fp16=True)``) and no flag exists.
+Precision: TensorRT 8.6 and 10 build FP16 from the fp32 ONNX with the FP16 builder
+flag, every layer of each batch normalisation pinned to fp32; TensorRT 11 is strongly
+typed, so FP16 comes from an FP16 ONNX (``export_onnx(..., fp16=True)``, whose
+normalisations stay fp32 too) and no flag exists. TensorRT 8.6's parser needs the
+opset-17 graph (``export_onnx(..., opset=17)``; export/opset17.py says why).
 """
 from __future__ import annotations
 
@@ -17,16 +19,19 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p.runtime import contract
+import onnx
+
+from p2p.runtime import contract, install_hints
 from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
 from p2p.runtime.files import write_atomic
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.runtime.trt_backend import MIN_TENSORRT, version_tuple
 
+from .fp16 import norm_nodes
 from .onnx_export import ExportError, read_onnx_spec
+from .opset17 import tensorrt8_problems
 
-INSTALL_HINT = ("on Jetson use JetPack's TensorRT (sudo apt install python3-libnvinfer, and a venv made with "
-                "--system-site-packages); elsewhere pip install 'p2p[gpu-cu12]' (CUDA 12) or 'p2p[gpu-cu13]' (CUDA 13)")
+INSTALL_HINT = f"{install_hints.GPU}; {install_hints.JETSON}"
 
 
 class TensorRTUnavailable(ExportError):
@@ -111,6 +116,15 @@ def import_tensorrt():
     return trt, logger, builder
 
 
+def installed_tensorrt() -> str | None:
+    """The version of the tensorrt module here (no GPU needed), or None where it cannot be imported."""
+    try:
+        import tensorrt as trt
+    except Exception:  # missing, or a wheel whose libraries cannot load: the build says so later
+        return None
+    return getattr(trt, "__version__", None)
+
+
 def trt_major(trt) -> int:
     return int(trt.__version__.split(".")[0])
 
@@ -145,6 +159,12 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     if major >= 11:  # always strongly typed there; the flag (if it still exists) is harmless
         flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
         network_flags = (1 << int(flag)) if flag is not None else 0
+    graph = onnx.load(str(source), load_external_data=False)
+    if major < 10:  # TensorRT 8.6's parser misreads opset-18 forms without an error: refuse them here
+        problems = tensorrt8_problems(graph)
+        if problems:
+            raise ExportError(f"TensorRT {trt.__version__} cannot parse {source} as it is ({'; '.join(problems[:3])}"
+                              f"{'; ...' if len(problems) > 3 else ''}): export it with --opset 17")
     network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     native = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
@@ -169,7 +189,7 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     precision = "fp32"
     if fp16 and major < 11 and source == onnx_path:
         config.set_flag(trt.BuilderFlag.FP16)
-        _pin_norm_fp32(trt, network, config)
+        pin_norm_fp32(trt, network, config, norm_nodes(graph))
         precision = "fp16"
     elif fp16:
         precision = "fp16"  # from the FP16 ONNX, strongly typed
@@ -207,19 +227,41 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
 
 
 
-def _pin_norm_fp32(trt, network, config) -> None:
-    """Keep batch statistics in fp32 under the FP16 flag (TensorRT 10, weakly typed)."""
-    keep = {getattr(trt.LayerType, t) for t in ("NORMALIZATION", "REDUCE") if hasattr(trt.LayerType, t)}
-    pinned = 0
+def pin_norm_fp32(trt, network, config, norms: list[list[onnx.NodeProto]]) -> list[str]:
+    """Keep every layer of each batch normalisation in fp32 under the FP16 flag (TensorRT 8.6/10, weakly typed).
+
+    ``norms``: fp16.norm_nodes of the parsed ONNX. A layer belongs to a node when the ONNX
+    parser named it after the node: onnx-tensorrt's registerLayer names the layer it makes for
+    a node by the node's name, or ``name_N`` when that name is taken (8.6-GA and 10.x), and
+    names the tensor a node outputs after the ONNX output. Layers of both kinds are pinned:
+    precision and every output type fp32. NORMALIZATION and REDUCE layers are pinned by type as
+    well, and a normalisation node without a layer is an error (its FP16 statistics would
+    overflow or lose the variance silently). Returns the pinned layers' names.
+    """
+    names = {n.name for group in norms for n in group}
+    outputs = {o: n.name for group in norms for n in group for o in n.output}
+    by_type = {getattr(trt.LayerType, t) for t in ("NORMALIZATION", "REDUCE") if hasattr(trt.LayerType, t)}
+    pinned, found = [], set()
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.type in keep:
+        base = layer.name if layer.name in names else re.sub(r"_\d+$", "", layer.name)
+        tensors = [layer.get_output(j).name for j in range(layer.num_outputs)]
+        owners = ({base} & names) | {outputs[t] for t in tensors if t in outputs}
+        if owners or layer.type in by_type:
             layer.precision = trt.float32
             for j in range(layer.num_outputs):
                 layer.set_output_type(j, trt.float32)
-            pinned += 1
-    if pinned and hasattr(trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS"):
-        config.set_flag(trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+            pinned.append(layer.name)
+            found |= owners
+    if names - found:
+        raise ExportError(f"no TensorRT layer found for normalisation nodes {', '.join(sorted(names - found)[:4])}: "
+                          "an FP16 engine would compute their statistics in fp16; build an fp32 engine (leave out --fp16)")
+    if pinned:  # obey where TensorRT has it: fp32 always has an implementation, so it cannot fail the build
+        flag = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None) or getattr(
+            trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS", None)
+        if flag is not None:
+            config.set_flag(flag)
+    return pinned
 
 
 def _device_name() -> str | None:

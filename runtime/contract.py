@@ -130,3 +130,12 @@ def check_io(spec: ModelSpec, inputs: list[str], outputs: list[str], where: str,
     if not same or list(outputs) != [OUTPUT]:
         raise SpecError(f"{where}: inputs {list(inputs)} / outputs {list(outputs)} do not match its spec "
                         f"(expected {want} / ['{OUTPUT}']): re-export it with p2p-export")
+
+
+# --- for other languages ------------------------------------------------------------------------
+def mask_rule(spec: ModelSpec) -> list[dict]:
+    """Each mask input as data (name, channels, how many times smaller than the frame): for code that
+    cannot call ``mask_shapes`` (the web page: shape = (N, channels, H/scale, W/scale))."""
+    enc = spec.encoder_channels()
+    return [{"name": name, "channels": enc[spec.depth - 2 - k], "scale": mask_scale(spec, k)}
+            for k, name in enumerate(mask_names(spec))]

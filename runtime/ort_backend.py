@@ -8,7 +8,10 @@ this model on this machine (once, then remembered).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
+import io
 import os
 import re
 import sys
@@ -23,7 +26,7 @@ try:
 except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said when a model is opened
     ort = None
 
-from . import contract, ort_tuning
+from . import contract, install_hints, ort_tuning
 from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
 from .errors import BackendUnavailable, first_line
 from .spec import ModelSpec, SpecError
@@ -42,8 +45,7 @@ def cache_dir() -> Path:
     return Path(base) / "p2p" / "ort-tensorrt"
 
 
-NO_ORT = ("ONNX Runtime is not installed: pip install 'p2p[cpu]' (or 'p2p[gpu-cu12]' / 'p2p[gpu-cu13]' for "
-          "onnxruntime-gpu; never both)")
+NO_ORT = f"ONNX Runtime is not installed: {install_hints.ORT}"
 
 
 def present_providers() -> list[str]:
@@ -59,11 +61,60 @@ def available(name: str) -> bool:
 
 # What each GPU provider needs, for the message when it is in the build but cannot start.
 NEEDS = {
-    "ort-tensorrt": "the TensorRT 10 libraries (libnvinfer.so.10) for the CUDA that onnxruntime-gpu was built for, "
-                    "and a CUDA GPU",
+    "ort-tensorrt": "a CUDA GPU, and TensorRT 10's libraries (libnvinfer.so.10) for the CUDA that onnxruntime-gpu "
+                    f"was built for: the tensorrt package, which p2p imports first to load them ({install_hints.GPU})",
     "ort-cuda": "a CUDA GPU and driver, and the CUDA and cuDNN 9 libraries onnxruntime-gpu was built for "
-                "(pip install 'onnxruntime-gpu[cuda,cudnn]' brings them; 1.27 and later want CUDA 13, driver ≥ 580)",
+                f"(onnxruntime-gpu[cuda,cudnn] brings them: {install_hints.GPU}; onnxruntime-gpu 1.27 and later "
+                "want CUDA 13, driver ≥ 580)",
 }
+
+
+def load_gpu_libraries(name: str) -> list[str]:
+    """Load what a GPU provider needs before its session is made; returns what could not be loaded.
+
+    In a plain pip install neither provider finds its libraries by itself: onnxruntime-gpu's
+    CUDA provider takes CUDA and cuDNN from the nvidia-* wheels only once
+    ``onnxruntime.preload_dlls()`` (onnxruntime ≥ 1.21) has loaded them, and its TensorRT
+    provider dlopens libnvinfer by name, which succeeds once ``import tensorrt`` (the PyPI
+    wheels load their libraries on import) has loaded it. Older builds (e.g. Jetson's) find
+    JetPack's system libraries and have no preload_dlls. Done once per process and name.
+    """
+    if name not in _LOADED:
+        missing = []
+        if hasattr(ort, "preload_dlls"):
+            printed = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(printed):  # it reports a library it cannot load on stdout
+                    ort.preload_dlls()
+            except Exception as exc:  # e.g. RuntimeError for a missing directory: the session will say more
+                missing.append(f"preload_dlls: {first_line(exc)}")
+            missing += [line.strip() for line in printed.getvalue().splitlines() if line.startswith("Failed to load")]
+        if name == "ort-tensorrt":
+            try:
+                import tensorrt  # noqa: F401  (loads libnvinfer into the process for the provider)
+            except Exception as exc:  # ImportError, or OSError from a wheel whose libraries are missing
+                missing.append(f"tensorrt cannot be imported ({first_line(exc, 120)})")
+        _LOADED[name] = missing
+    return _LOADED[name]
+
+
+_LOADED: dict[str, list[str]] = {}
+
+
+def can_disable_fallback(session_class) -> bool:
+    """Whether ``InferenceSession(..., enable_fallback=0)`` works: onnxruntime ≥ 1.23's Session takes it.
+
+    Before 1.23 (1.19–1.22) the keyword disappears into ``**kwargs``: a provider that raises
+    is retried at once on the fallback providers without their options, with a banner on stdout.
+    """
+    for klass in inspect.getmro(session_class):
+        init = vars(klass).get("__init__")
+        try:
+            if init is not None and "enable_fallback" in inspect.signature(init).parameters:
+                return True
+        except (TypeError, ValueError):  # a compiled __init__ without a signature
+            continue
+    return False
 
 
 SOURCE_LOCATION = re.compile(r"^/\S+\.(?:cc|cpp|h):\d+ [^(]*\([^)]*\)\s*")
@@ -104,16 +155,18 @@ class OrtBackend:
         self.skipped: list[str] = []
         settings = _Settings(threads or 0, optimization, spinning, trt_cache, profile)
         for name in candidates:
+            missing = load_gpu_libraries(name) if name != "ort-cpu" else []
             try:
                 session = self._open(name, settings)
             except _StartFailure as exc:
                 if name == "ort-cpu":
                     raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
                                         f"ONNX model?): {exc}") from None
+                reason = "; ".join([str(exc), *missing])
                 if provider != "auto":
-                    raise BackendUnavailable(f"backend {name} could not start ({exc}): it needs {NEEDS[name]}; "
+                    raise BackendUnavailable(f"backend {name} could not start ({reason}): it needs {NEEDS[name]}; "
                                              "or pick --backend ort-cpu") from None
-                self.skipped.append(f"{name}: {exc}")
+                self.skipped.append(f"{name}: {reason}")
                 continue
             used = session.get_providers()[0]
             if used == PROVIDERS[name]:
@@ -125,10 +178,11 @@ class OrtBackend:
                                  if PROVIDERS[n] not in started]
                 break
             if provider != "auto":
+                seen = f" ({'; '.join(missing)})" if missing else ""
                 raise BackendUnavailable(
                     f"backend {name} asked for, but ONNX Runtime could not start its {PROVIDERS[name]} (the session "
-                    f"would run on {used}): it needs {NEEDS[name]}; ONNX Runtime's log above says which part is "
-                    "missing; or pick --backend ort-cpu")
+                    f"would run on {used}){seen}: it needs {NEEDS[name]}; ONNX Runtime's log above says which part "
+                    "is missing; or pick --backend ort-cpu")
             self.skipped.append(f"{name}: did not start (the session would run on {used})")
         self.session = session
         self.name = next(n for n, p in PROVIDERS.items() if p == used)
@@ -210,13 +264,20 @@ class OrtBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
         opts.log_severity_level = 3  # errors only: provider fallbacks are reported by name instead
         providers = [self._provider(n, settings) for n in CHAINS[name]]
+        # No silent retry on other providers with ours' options dropped (and no banner on stdout): the
+        # caller decides what a provider that cannot start means. onnxruntime < 1.23 cannot be told so:
+        # its retry's banner is caught and turned back into the error it reports.
+        kwargs = {"enable_fallback": 0} if can_disable_fallback(ort.InferenceSession) else {}
+        banner = io.StringIO()
         try:
-            # enable_fallback=0: no silent retry on the CPU with the provider options dropped (and no
-            # banner on stdout): the caller decides what a provider that cannot start means
-            return ort.InferenceSession(str(self.path), opts, providers=providers, enable_fallback=0)
+            with contextlib.redirect_stdout(banner):
+                session = ort.InferenceSession(str(self.path), opts, providers=providers, **kwargs)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/EPFail/... classes
-            # "/onnxruntime_src/...state.cc:729 void onnxruntime::...(...) Please install ...": keep the sentence
-            raise _StartFailure(SOURCE_LOCATION.sub("", first_line(exc, 2000))[:300]) from None
+            raise _StartFailure(_sentence(first_line(exc, 2000))) from None
+        retried = re.search(r"EP Error (.*) when using \[", banner.getvalue())
+        if retried:  # onnxruntime < 1.23 fell back to other providers after this error
+            raise _StartFailure(_sentence(retried.group(1)))
+        return session
 
     def _provider(self, name: str, settings: "_Settings"):
         """ONNX Runtime's provider entry for ``name``: its name, with options where it takes some."""
@@ -267,6 +328,11 @@ class OrtBackend:
     def close(self) -> None:
         self._binding = self._general = self._bound = None
         self.session = None
+
+def _sentence(message: str) -> str:
+    """ "/onnxruntime_src/...state.cc:729 void onnxruntime::...(...) Please install ...": keep the sentence."""
+    return SOURCE_LOCATION.sub("", message)[:300]
+
 
 class _StartFailure(Exception):
     """ONNX Runtime raised while creating a session (its message's first line)."""

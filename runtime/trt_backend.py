@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import contract
+from . import contract, install_hints
 from .artifacts import ArtifactError, ShapeError, read_engine_meta
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, first_line
 from .spec import SpecError
 
-INSTALL_HINT = ("pip install 'p2p[gpu-cu12]' (CUDA 12, driver ≥ 525) or 'p2p[gpu-cu13]' (CUDA 13, driver ≥ 580) "
-                "on a CUDA machine; on Jetson use JetPack's TensorRT (python3-libnvinfer) in a venv made with "
-                "--system-site-packages")
+INSTALL_HINT = f"{install_hints.GPU}; {install_hints.JETSON}"
 MIN_TENSORRT = (8, 5)  # the named-tensor API (set_input_shape, execute_async_v3) starts there
 
 # numpy types of TensorRT's data types, by name (trt.nptype before 8.5.3 breaks on numpy ≥ 1.24)
@@ -45,6 +43,9 @@ def _import():
         except ImportError as exc:
             raise BackendUnavailable(f"native TensorRT backend: cuda-python is missing ({exc}): "
                                      f"{INSTALL_HINT}") from None
+    except (OSError, RuntimeError) as exc:  # a broken install whose libraries cannot load
+        raise BackendUnavailable(f"native TensorRT backend: cuda-python cannot load ({first_line(exc)}): "
+                                 f"{INSTALL_HINT}") from None
     return trt, cudart
 
 
@@ -52,23 +53,57 @@ def version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
 
 
+NO_DRIVER = ("no NVIDIA driver is installed ({}): install the driver for your GPU (nvidia-smi must work; "
+             "CUDA 12 packages need ≥ 525, CUDA 13 ones ≥ 580), or run the .onnx model on the CPU")
+
+
 def cuda_problem(cudart) -> str | None:
-    """Why no CUDA device can be used here, in one line; None when one can."""
-    err, count = cudart.cudaGetDeviceCount()
+    """Why no CUDA device can be used here, in one line; None when one can.
+
+    Written for every cuda-python p2p meets: without libcuda.so.1 the 12.x runtime bindings
+    (12.2, JetPack 6.0's) raise RuntimeError from their driver loader instead of returning an
+    error, while newer ones return cudaErrorInsufficientDriver with driver version 0, which
+    reads like an old driver but means none. Error codes are compared as integers, whatever
+    enum type the bindings return.
+    """
+    try:
+        err, count = cudart.cudaGetDeviceCount()
+    except RuntimeError as exc:  # "Failed to dlopen libcuda.so.1"
+        return NO_DRIVER.format(first_line(exc, 120))
     codes = cudart.cudaError_t
-    if err == codes.cudaSuccess and count:
+    err = int(err)
+    if err == int(codes.cudaSuccess) and count:
         return None
-    if err in (codes.cudaErrorInsufficientDriver, getattr(codes, "cudaErrorCallRequiresNewerDriver", None)):
-        _, driver = cudart.cudaDriverGetVersion()
-        _, runtime = cudart.cudaRuntimeGetVersion()
-        return (f"the NVIDIA driver (CUDA {_cuda_version(driver)}) is older than this cuda-python needs (CUDA "
-                f"{_cuda_version(runtime)}): update the driver (CUDA 13 needs ≥ 580, CUDA 12 ≥ 525), or install "
-                "the packages for your driver's CUDA (pip install 'p2p[gpu-cu12]')")
-    if err in (codes.cudaSuccess, codes.cudaErrorNoDevice):
+    if err == int(getattr(codes, "cudaErrorNoDevice", -1)) or err == int(codes.cudaSuccess):
         return ("no CUDA device is visible (CUDA_VISIBLE_DEVICES empty, or no NVIDIA GPU): use the .onnx model on "
                 "the CPU instead")
-    _, name = cudart.cudaGetErrorName(err)
-    return f"CUDA cannot start ({name.decode() if isinstance(name, bytes) else name}): check the driver (nvidia-smi)"
+    driver = _version(cudart.cudaDriverGetVersion)
+    if not driver:  # what the CUDA runtime reports when libcuda.so.1 is not there at all
+        return NO_DRIVER.format("CUDA reports no driver version")
+    too_old = {int(getattr(codes, n)) for n in ("cudaErrorInsufficientDriver", "cudaErrorCallRequiresNewerDriver")
+               if hasattr(codes, n)}
+    if err in too_old:
+        return (f"the NVIDIA driver (CUDA {_cuda_version(driver)}) is older than this cuda-python needs (CUDA "
+                f"{_cuda_version(_version(cudart.cudaRuntimeGetVersion))}): update the driver (CUDA 13 needs ≥ 580, "
+                f"CUDA 12 ≥ 525), or install the packages for your driver's CUDA ({install_hints.GPU_CU12})")
+    return f"CUDA cannot start ({_error_name(cudart, err)}): check the driver (nvidia-smi)"
+
+
+def _version(call) -> int | None:
+    """cudaDriverGetVersion / cudaRuntimeGetVersion's number, None where the call fails."""
+    try:
+        err, number = call()
+    except RuntimeError:
+        return None
+    return int(number) if int(err) == 0 else None
+
+
+def _error_name(cudart, err) -> str:
+    try:
+        _, name = cudart.cudaGetErrorName(cudart.cudaError_t(err))
+    except Exception:  # an unknown code, or bindings that cannot name it
+        return f"CUDA error {err}"
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def _cuda_version(number) -> str:
@@ -93,9 +128,8 @@ class _Cuda:
 
     def __call__(self, result):
         err, *rest = result if isinstance(result, tuple) else (result,)
-        if err != self.rt.cudaError_t.cudaSuccess:
-            _, name = self.rt.cudaGetErrorName(err)
-            raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
+        if int(err) != int(self.rt.cudaError_t.cudaSuccess):
+            raise RuntimeError(f"CUDA error {_error_name(self.rt, int(err))}")
         return rest[0] if len(rest) == 1 else tuple(rest) if rest else None
 
 
@@ -129,7 +163,10 @@ class TensorRTBackend:
         problem = cuda_problem(cudart)
         if problem:
             raise BackendUnavailable(f"native TensorRT backend: {problem}")
-        self._cuda(cudart.cudaSetDevice(device))
+        try:
+            self._cuda(cudart.cudaSetDevice(device))
+        except RuntimeError as exc:  # e.g. a device index that does not exist
+            raise BackendUnavailable(f"native TensorRT backend: CUDA device {device}: {exc}") from None
         if meta.tensorrt_version and meta.tensorrt_version != trt.__version__:
             raise ArtifactError(f"{self.path} was built with TensorRT {meta.tensorrt_version}, this machine has "
                                 f"{trt.__version__}: engines only load on the version that built them; rebuild "

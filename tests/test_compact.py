@@ -91,9 +91,11 @@ def test_separable_student_distils_exports_and_keeps_its_noise(teacher, tmp_path
     assert spec.block == "separable" and spec.ngf == 8
     onnx_path = student / "model.onnx"
     for extra in ([], ["--norm", "reduce", "-o", str(student / "reduce.onnx")],
-                  ["--fp16", "-o", str(student / "fp16.onnx")]):
+                  ["--fp16", "-o", str(student / "fp16.onnx")], ["--opset", "17", "-o", str(student / "o17.onnx")]):
         r = CliRunner().invoke(export_main, [str(student), "--verify", *extra])
         assert r.exit_code == 0 and "OK: fp" in r.output, r.output
+    from p2p.export.opset17 import tensorrt8_problems
+    assert tensorrt8_problems(onnx.load(str(student / "o17.onnx"))) == []  # Resize in its opset-13 form
     graph = onnx.load(str(onnx_path)).graph
     assert json.loads({p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}["p2p.spec"])["block"] \
         == "separable"

@@ -18,11 +18,10 @@ from p2p.runtime import contract
 from p2p.evaluation import metrics as M
 from p2p.evaluation import segmenter as S
 from p2p.evaluation.cli import main as eval_main
+from p2p.runtime.web.browser import FLAGS
 
 # the flags the CI notes prescribe for a sandboxed, offline headless Chromium
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--force-device-scale-factor=1", "--hide-scrollbars"]
+CHROMIUM_FLAGS = list(FLAGS)
 
 
 def facade_photo(name: str = "1.jpg", split: str = "val") -> np.ndarray:

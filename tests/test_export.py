@@ -20,15 +20,20 @@ from onnx import TensorProto, helper
 from p2p.export.cli import main as cli
 from p2p.export.fp16 import FP16_TOLERANCE
 from p2p.export.int8 import compare, quantize_int8
+from p2p.export.fp16 import to_fp16
 from p2p.export.onnx_export import (
     ExportError,
+    all_nodes,
+    build_onnx,
     check_graph,
     check_writable,
     export_onnx,
     forbidden_ops,
     read_onnx_precision,
     read_onnx_spec,
+    write_model,
 )
+from p2p.export.opset17 import TENSORRT8_OPS, tensorrt8_problems, to_opset17
 from p2p.export.tensorrt_build import (
     Shapes,
     TensorRTUnavailable,
@@ -109,6 +114,20 @@ def legacy_fp16(tmp_path_factory):
     before = snapshot(gen)
     path = export_onnx(gen, spec, tmp_path_factory.mktemp("legacy") / "model16.onnx", fp16=True, norm="reduce")
     return {"spec": spec, "gen": gen, "path": path, "before": before}
+
+
+@pytest.fixture(scope="module")
+def norm_forms(paired, tmp_path_factory):
+    """The paired generator in both normalisation forms, at opset 18 and 17, fp32 and fp16: {(norm, opset, fp16): path}."""
+    spec, folder = paired["spec"], tmp_path_factory.mktemp("forms")
+    traced = {"instance": onnx.load(str(paired["path"])), "reduce": build_onnx(paired["gen"], spec, norm="reduce")}
+    paths = {}
+    for norm, model in traced.items():
+        for opset, graph in ((18, model), (17, to_opset17(model))):
+            for fp16 in (False, True):
+                paths[norm, opset, fp16] = write_model(to_fp16(graph) if fp16 else graph, spec,
+                                                       "fp16" if fp16 else "fp32", folder / f"{norm}{opset}{fp16:d}.onnx")
+    return paths
 
 
 @pytest.fixture()
@@ -353,7 +372,7 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
                       "--batch", "2"])
     assert result.exit_code == 1
     line = one_line_error(result)
-    assert "TensorRT is not installed" in line and "p2p[gpu-cu12]" in line and "JetPack" in line
+    assert "TensorRT is not installed" in line and "P2P_GPU=cu12 ./install.sh" in line and "JetPack" in line
     assert "was written" in line
     assert "OK: fp16" in result.output
     # the ONNX file is there and complete; no engine, no stray files
@@ -496,7 +515,7 @@ def test_tensorrt_too_old_to_build_is_refused_in_one_line(monkeypatch):
 
 def test_import_tensorrt_explains_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(TensorRTUnavailable, match="JetPack.*gpu-cu12"):
+    with pytest.raises(TensorRTUnavailable, match=r"P2P_GPU=cu12 \./install\.sh.*JetPack"):
         import_tensorrt()
 
 
@@ -506,14 +525,53 @@ def test_check_writable_creates_missing_folders(tmp_path):
     assert target.parent.is_dir() and not target.exists()
 
 
+# what onnx-tensorrt's importers make of each node (the layer registered under the node's name)
+LAYER_TYPES = {"Conv": "CONVOLUTION", "ConvTranspose": "DECONVOLUTION", "ReduceMean": "REDUCE",
+               "InstanceNormalization": "NORMALIZATION", "Sqrt": "UNARY", "Reciprocal": "UNARY", "Shape": "SHAPE",
+               "Slice": "SLICE", "Concat": "CONCATENATION", "Cast": "CAST", "Gather": "GATHER",
+               **dict.fromkeys(["Add", "Sub", "Mul", "Div"], "ELEMENTWISE"),
+               **dict.fromkeys(["Relu", "LeakyRelu", "Tanh"], "ACTIVATION"),
+               **dict.fromkeys(["Reshape", "Transpose", "Squeeze", "Unsqueeze"], "SHUFFLE")}
+
+
+class FakeLayer:
+    """trt.ILayer: name, type, precision, outputs (named tensors) and their types."""
+
+    def __init__(self, name, layer_type, outputs):
+        import types
+        self.name, self.type, self.precision, self.output_types = name, layer_type, None, {}
+        self._outputs = [types.SimpleNamespace(name=o) for o in outputs]
+
+    @property
+    def num_outputs(self):
+        return len(self._outputs)
+
+    def get_output(self, index):
+        return self._outputs[index]
+
+    def set_output_type(self, index, dtype):
+        self.output_types[index] = dtype
+
+
 class FakeTensorRT:
-    """Just enough of the TensorRT 8.5+/10/11 Python API to check what build_engine asks of it."""
+    """Just enough of the TensorRT 8.5+/10/11 Python API to check what build_engine asks of it.
+
+    Its parser builds the network the way onnx-tensorrt 8.6-GA/10.x's does: per node, the helper
+    layers an importer adds first (a CONSTANT layer named after each initializer it takes; an
+    "ONNXTRT_Broadcast" SHUFFLE with an unnamed output before an ELEMENTWISE one), then the node's
+    layer, named by registerLayer after the node (``name_N`` when the name is taken, N from one
+    counter) and outputting the tensor named after the node's ONNX output. Constant nodes make
+    no layer. ``node_layers`` maps each node's name to its layer.
+    """
 
     def __init__(self, version: str):
+        import importlib.machinery
         import types
         self.__version__ = version
+        self.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)  # torch.onnx looks it up by find_spec
         self.calls = {"profile": {}, "flags": set(), "cleared": set(), "parsed": None, "network_flags": None}
-        calls = self.calls
+        self.node_layers: dict = {}
+        calls, fake = self.calls, self
         self.float32 = "float32"
         self.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda s, level=None: None})
         self.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
@@ -522,14 +580,13 @@ class FakeTensorRT:
         self.NetworkDefinitionCreationFlag = types.SimpleNamespace(
             **({"EXPLICIT_BATCH": 0} if major < 11 else {}), **({"STRONGLY_TYPED": 1} if major >= 10 else {}))
         self.OnnxParserFlag = types.SimpleNamespace(NATIVE_INSTANCENORM=0)
-        self.LayerType = types.SimpleNamespace(NORMALIZATION="norm", REDUCE="reduce")
-        flags = ["TF32"] + (["FP16", "PREFER_PRECISION_CONSTRAINTS"] if major < 11 else [])
+        self.LayerType = types.SimpleNamespace(**{t: t for t in {*LAYER_TYPES.values(), "CONSTANT"}})
+        flags = ["TF32"] + (["FP16", "PREFER_PRECISION_CONSTRAINTS", "OBEY_PRECISION_CONSTRAINTS"] if major < 11 else [])
         self.BuilderFlag = types.SimpleNamespace(**{f: f for f in flags})
 
         class Network:
             def __init__(self):
-                self.inputs = []
-                self.num_layers = 0
+                self.inputs, self.layers, self.names, self.counter = [], [], set(), 0
 
             @property
             def num_inputs(self):
@@ -537,6 +594,22 @@ class FakeTensorRT:
 
             def get_input(self, i):
                 return types.SimpleNamespace(name=self.inputs[i])
+
+            @property
+            def num_layers(self):
+                return len(self.layers)
+
+            def get_layer(self, i):
+                return self.layers[i]
+
+            def add(self, basename, layer_type, outputs):
+                name = basename  # onnx-tensorrt's generateUniqueName
+                while name in self.names:
+                    name = f"{basename}_{self.counter}"
+                    self.counter += 1
+                self.names.add(name)
+                self.layers.append(FakeLayer(name, layer_type, outputs))
+                return self.layers[-1]
 
         class Parser:
             def __init__(self, network, logger):
@@ -547,7 +620,20 @@ class FakeTensorRT:
 
             def parse_from_file(self, path):
                 calls["parsed"] = path
-                self.network.inputs = [i.name for i in onnx.load(path, load_external_data=False).graph.input]
+                graph = onnx.load(path, load_external_data=False).graph
+                self.network.inputs = [i.name for i in graph.input]
+                weights, made = {i.name for i in graph.initializer}, set()
+                for node in graph.node:
+                    if node.op_type == "Constant":
+                        continue
+                    for name in node.input:
+                        if name in weights and name not in made:
+                            self.network.add(name, "CONSTANT", [f"(Unnamed Layer) {name}"])
+                            made.add(name)
+                    layer_type = LAYER_TYPES.get(node.op_type, "PLUGIN")
+                    if layer_type == "ELEMENTWISE":
+                        self.network.add("ONNXTRT_Broadcast", "SHUFFLE", ["(Unnamed Layer) broadcast"])
+                    fake.node_layers[node.name] = self.network.add(node.name, layer_type, list(node.output))
                 return True
 
         class Cache:
@@ -601,16 +687,18 @@ class FakeTensorRT:
 
 
 @pytest.mark.parametrize("version", ["8.6.2", "10.3.0", "11.0.0"])
-def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, version):
+def test_build_engine_profiles_every_input(paired, norm_forms, tmp_path, monkeypatch, version):
     import json
 
     from p2p.export.tensorrt_build import build_engine
     fake = FakeTensorRT(version)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     spec = paired["spec"]
+    source = norm_forms["instance", 17, False] if version.startswith("8.") else paired["path"]
     shapes = Shapes((1, 64, 64), (2, 128, 64), (4, 128, 192))
-    engine = build_engine(paired["path"], tmp_path / "model.engine", shapes=shapes, fp16=True,
-                          fp16_onnx_path=paired["path"], timing_cache=tmp_path / "tc", log=lambda m: None)
+    engine = build_engine(source, tmp_path / "model.engine", shapes=shapes, fp16=True,
+                          fp16_onnx_path=norm_forms["instance", 18, True], timing_cache=tmp_path / "tc",
+                          log=lambda m: None)
     assert engine.read_bytes() == b"engine-bytes" and (tmp_path / "tc").read_bytes() == b"timing-cache"
     profile = fake.calls["profile"]
     assert set(profile) == {"image", *contract.mask_names(spec)}  # the image and every mask
@@ -628,9 +716,144 @@ def test_build_engine_profiles_every_input(paired, tmp_path, monkeypatch, versio
     else:  # strongly typed: precision comes from the FP16 ONNX, no FP16 flag exists
         assert fake.calls["flags"] == set() and fake.calls["network_flags"] == 2
     # fp32 engines keep true fp32 (no TF32), and TensorRT 11 without an FP16 ONNX says what to do
-    build_engine(paired["path"], tmp_path / "m32.engine", log=lambda m: None, timing_cache=tmp_path / "tc")
+    build_engine(source, tmp_path / "m32.engine", log=lambda m: None, timing_cache=tmp_path / "tc")
     assert "TF32" in fake.calls["cleared"]
     assert json.loads((tmp_path / "m32.engine.json").read_text())["shapes"]["max"] == [1, 64, 64]
     if version.startswith("11."):
         with pytest.raises(ExportError, match="strongly typed"):
             build_engine(paired["path"], tmp_path / "x.engine", fp16=True, log=lambda m: None)
+
+
+# --- issue 19 (3): an opset-17 graph that TensorRT 8.6 (JetPack 6.0) parses as meant ---------------------
+
+def opset(model) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+@pytest.mark.parametrize("norm", ["instance", "reduce"])
+@pytest.mark.parametrize("fp16", [False, True], ids=["fp32", "fp16"])
+def test_opset17_graph_has_nothing_tensorrt_8_6_rejects(norm_forms, norm, fp16):
+    """Every construct onnx-tensorrt 8.6-GA rejects or misreads, looked for node by node (subgraphs too)."""
+    old, new = (onnx.load(str(norm_forms[norm, o, fp16])) for o in (18, 17))
+    onnx.checker.check_model(new)
+    assert opset(new) == 17 and not new.functions
+    assert {o.domain for o in new.opset_import} <= {"", "ai.onnx"}
+    for node in all_nodes(new.graph):
+        assert node.domain in ("", "ai.onnx") and node.op_type in TENSORRT8_OPS, node.op_type
+        attrs = {a.name for a in node.attribute}
+        assert not (node.op_type == "Shape" and attrs & {"start", "end"}), node.name  # ignored by 8.6: wrong shapes
+        if node.op_type.startswith("Reduce"):  # 8.6 reads axes only as an attribute
+            assert len(node.input) == 1 and "axes" in attrs, node.name
+        assert not (node.op_type == "Split" and "num_outputs" in attrs)
+    assert tensorrt8_problems(new) == []
+    # the opset-18 graph is what 8.6 cannot take: the check finds each construct there
+    found = " ".join(tensorrt8_problems(old))
+    assert "opset 18" in found
+    assert ("Shape" in found and "start/end" in found) if norm == "instance" else "axes as an input" in found
+
+
+@pytest.mark.parametrize("norm", ["instance", "reduce"])
+def test_opset17_graph_computes_what_opset18_does(norm_forms, paired, norm):
+    spec = paired["spec"]
+    old, new = (session(norm_forms[norm, o, False]) for o in (18, 17))
+    for batch, h, w, seed in ((1, 64, 64, 0), (2, 128, 192, 1)):  # the sliced shapes follow every input size
+        x = np.random.default_rng(seed).uniform(-1, 1, (batch, 3, h, w)).astype(np.float32)
+        feeds = ort_feed(spec, x, random_masks(spec, batch, h, w, seed))
+        a, b = (s.run(None, feeds)[0] for s in (old, new))
+        assert a.shape == (batch, 3, h, w) and np.abs(a - b).max() <= 1e-6
+
+
+def test_tensorrt8_check_finds_each_construct():
+    def model_with(*nodes, inputs=("x",), initializers=()):
+        graph = helper.make_graph(list(nodes), "g", [helper.make_tensor_value_info(i, TensorProto.FLOAT, None)
+                                                     for i in inputs],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(initializers))
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    axes = onnx.numpy_helper.from_array(np.array([0], np.int64), "axes")
+    cases = {
+        "num_outputs": helper.make_node("Split", ["x"], ["y", "z"], axis=0, num_outputs=2),
+        "axes input (opset 18)": helper.make_node("Pad", ["x", "p", "", "axes"], ["y"]),
+        "opset-18 attributes": helper.make_node("Resize", ["x", "", "s"], ["y"], antialias=1),
+        "wants initializers": helper.make_node("Squeeze", ["x", "computed"], ["y"]),
+        "not an operator TensorRT 8.6 supports": helper.make_node("Mish", ["x"], ["y"]),
+        "domain com.microsoft": helper.make_node("FusedConv", ["x"], ["y"], domain="com.microsoft"),
+        "reduces every axis": helper.make_node("ReduceMean", ["x", "axes"], ["y"]),
+    }
+    for expected, node in cases.items():
+        assert any(expected in p for p in tensorrt8_problems(model_with(node, initializers=[axes]))), expected
+    assert tensorrt8_problems(model_with(helper.make_node("Squeeze", ["x", "axes"], ["y"]), initializers=[axes])) == []
+
+
+@pytest.mark.slow
+def test_cli_opset_17_when_tensorrt_is_older_than_10_or_by_choice(checkpoint, tmp_path, monkeypatch):
+    for version, args in (("8.6.2", []), ("10.3.0", ["--opset", "17"])):
+        monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT(version))
+        out = tmp_path / version / "model.onnx"
+        result = run_cli([checkpoint.parent, "-o", out, "--trt", "--timing-cache", tmp_path / "tc", *args])
+        assert result.exit_code == 0, result.output
+        written = onnx.load(str(out))
+        assert opset(written) == 17 and tensorrt8_problems(written) == [] and out.with_suffix(".engine").is_file()
+        assert ("TensorRT 8.6.2 parses opset 17" in result.output) == (not args)  # chosen by itself, and said
+
+
+def test_tensorrt_8_refuses_an_opset_18_file_in_one_line(paired, tmp_path, monkeypatch):
+    from p2p.export.tensorrt_build import build_engine
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT("8.6.2"))
+    with pytest.raises(ExportError, match=r"TensorRT 8\.6\.2 cannot parse .*opset 18.*export it with --opset 17"):
+        build_engine(paired["path"], tmp_path / "m.engine", log=lambda m: None)
+
+
+# --- issue 19 (4): an FP16 engine keeps each whole normalisation in fp32 ---------------------------------
+
+def normalisation_nodes(model, norm: str) -> set[str]:
+    """The nodes of every batch normalisation, found here by what they compute (not by export/fp16.py's finder):
+    instance: InstanceNormalization; reduce: both means, the centring, the square, eps, sqrt, reciprocal and
+    the product that normalises."""
+    nodes = list(model.graph.node)
+    if norm == "instance":
+        return {n.name for n in nodes if n.op_type == "InstanceNormalization"}
+    made_by = {o: n for n in nodes for o in n.output}
+    found = {n.name for n in nodes if n.op_type in ("ReduceMean", "Sub", "Sqrt", "Reciprocal")}
+    for n in nodes:
+        sources = [made_by.get(i) for i in n.input]
+        if n.op_type == "Mul" and (n.input[0] == n.input[1] or any(s is not None and s.op_type == "Reciprocal"
+                                                                    for s in sources)):
+            found.add(n.name)
+        if n.op_type == "Add" and any(s is not None and s.op_type == "ReduceMean" for s in sources):
+            found.add(n.name)
+    return found
+
+
+@pytest.mark.parametrize("norm", ["instance", "reduce"])
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_fp16_engine_pins_every_node_of_each_normalisation_to_fp32(norm_forms, paired, tmp_path, monkeypatch,
+                                                                   norm, version):
+    from p2p.export.tensorrt_build import build_engine
+    fake = FakeTensorRT(version)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    source = norm_forms[norm, 17 if version.startswith("8.") else 18, False]
+    build_engine(source, tmp_path / "m.engine", fp16=True, timing_cache=tmp_path / "tc", log=lambda m: None)
+    model = onnx.load(str(source))
+    wanted = normalisation_nodes(model, norm)
+    batch_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in paired["gen"].modules())
+    assert len(wanted) == batch_norms * (1 if norm == "instance" else 8)  # every node of every normalisation
+    for name in wanted:
+        layer = fake.node_layers[name]
+        assert layer.precision == "float32", (name, layer.name)
+        assert layer.output_types == {j: "float32" for j in range(layer.num_outputs)}, name
+    convolutions = [fake.node_layers[n.name] for n in model.graph.node if n.op_type.startswith("Conv")]
+    assert convolutions and all(layer.precision is None for layer in convolutions)  # the rest runs in fp16
+    assert {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= fake.calls["flags"]
+
+
+@pytest.mark.parametrize("norm", ["instance", "reduce"])
+def test_fp16_onnx_keeps_every_node_of_each_normalisation_in_fp32(norm_forms, norm):
+    """TensorRT 11 (strongly typed) and ONNX Runtime take precision from the FP16 file itself."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(norm_forms[norm, 18, True])))
+    types = {v.name: v.type.tensor_type.elem_type for v in (*model.graph.value_info, *model.graph.output)}
+    wanted = normalisation_nodes(model, norm)
+    assert wanted
+    for node in model.graph.node:
+        if node.name in wanted:
+            assert all(types.get(o) == TensorProto.FLOAT for o in node.output), (node.name, node.op_type)

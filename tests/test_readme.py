@@ -16,15 +16,16 @@ import pytest
 
 from conftest import ROOT, SHARED_DATA
 
-COMMANDS = ("p2p-train", "p2p-export", "p2p-live", "p2p-video", "p2p-translate", "p2p-eval")
+COMMANDS = ("p2p-train", "p2p-export", "p2p-live", "p2p-video", "p2p-translate", "p2p-eval", "p2p-web")
 # options whose value is something the command writes
-OUTPUT_OPTIONS = {"--out", "-o", "--output", "--record", "--snapshots", "--report", "--markdown"}
+OUTPUT_OPTIONS = {"--out", "-o", "--output", "--record", "--snapshots", "--report", "--markdown", "--web"}
 # options whose value is not a path
 VALUE_OPTIONS = {"--size", "--shapes", "--min", "--opt", "--max", "--batch", "--noise", "--seed", "--fit", "--backend",
                  "--direction", "--task", "--epochs", "--epochs-decay", "--iters", "--camera", "--max-frames",
                  "--samples", "-k", "--ngf", "--nproc", "--nproc_per_node", "--nnodes", "--rdzv_backend",
                  "--rdzv_endpoint", "--rdzv_id", "--threads", "--runs", "--split", "--limit", "--lr", "--patch",
-                 "--temporal", "--batch-size", "--layout", "--seg-iters", "--rows", "--norm"}
+                 "--temporal", "--batch-size", "--layout", "--seg-iters", "--rows", "--norm", "--port", "--host",
+                 "--opset"}
 PATH_SUFFIXES = (".onnx", ".engine", ".pt", ".mp4", ".avi", ".mkv", ".mov", ".png", ".jpg", ".py", ".md", ".sh")
 
 
@@ -154,7 +155,7 @@ def test_the_package_builds_without_data_warnings_and_ships_its_data(tmp_path):
     log = result.stdout + result.stderr
     for complaint in ("absent from the `packages` configuration", "would be ignored", "recognizes"):
         assert complaint not in log, complaint
-    (wheel,) = tmp_path.glob("p2p-*.whl")
+    (wheel,) = tmp_path.glob("p2p_pix2pix-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "p2p/runtime/demo/demo.onnx" in names
     assert sum(n.startswith("p2p/training/default_data/train/") and n.endswith(".jpg") for n in names) >= 40

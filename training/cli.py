@@ -85,7 +85,7 @@ Examples:
                    "labels→photo); the teacher translates them on the fly.")
 @click.option("--tensorboard", is_flag=True,
               help="Also write TensorBoard event files (losses, LR, images/s, validation L1, sample grids) to "
-                   "OUT/tensorboard: tensorboard --logdir runs. Needs pip install 'p2p[tensorboard]'.")
+                   "OUT/tensorboard: tensorboard --logdir runs. Needs pip install tensorboard.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
 @click.pass_context
 def main(ctx: click.Context, **opts) -> None:

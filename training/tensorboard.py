@@ -3,8 +3,8 @@
     tensorboard --logdir runs          # every run under ./runs, side by side
 
 The same numbers as log.jsonl (losses, learning rate, images/s, validation L1) and the
-same grids as samples/. Optional: the tensorboard package comes with the extra
-``p2p[tensorboard]``.
+same grids as samples/. Optional: the tensorboard package (``pip install tensorboard``, or the extra
+``tensorboard`` of this checkout).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 from p2p.runtime.errors import UserError
+from p2p.runtime.install_hints import TENSORBOARD
 
 # log.jsonl keys → TensorBoard tags
 SCALARS = {"loss_d": "loss/D", "loss_g_gan": "loss/G_GAN", "loss_g_l1": "loss/G_L1", "lr": "learning_rate",
@@ -27,7 +28,7 @@ class TensorBoardLog:
         try:
             from torch.utils.tensorboard import SummaryWriter  # needs the optional tensorboard package
         except ImportError:
-            raise TensorBoardMissing("--tensorboard needs the tensorboard package: pip install 'p2p[tensorboard]' "
+            raise TensorBoardMissing(f"--tensorboard needs the tensorboard package: {TENSORBOARD} "
                                      "(or leave --tensorboard out: loss.png and samples/ are always written)") from None
         # purge_step: a resumed run drops the events logged after its checkpoint, so curves do not double back
         self.writer = SummaryWriter(str(folder), purge_step=start_iteration or None)

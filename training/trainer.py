@@ -129,6 +129,17 @@ def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
+def restore_rng(rng: dict, device: torch.device) -> None:
+    """Set the torch (and CUDA) RNG from a checkpoint's ``rng`` entry.
+
+    Both setters take only CPU byte tensors ("RNG state must be a torch.ByteTensor"), and a
+    checkpoint loaded with ``map_location="cuda"`` holds CUDA ones: copy them back first.
+    """
+    torch.set_rng_state(rng["torch"].cpu())
+    if "cuda" in rng and device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: dict | None = None, world: World = World()):
         """``resume``: the run's checkpoint (from load_checkpoint) to continue from, exactly."""
@@ -392,9 +403,7 @@ class Trainer:
         ranks = rng.get("ranks", [rng])
         if len(ranks) == self.world:
             rng = ranks[self.rank]
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        restore_rng(rng, self.device)
         if len(ranks) != self.world:  # resumed on another number of ranks: give each its own stream
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, ())) + self.rank)
 
