@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import ROOT, run_training  # noqa: E402
+from ablation import ROOT, run_training, write_grid  # noqa: E402
 from distill import macs_per_frame  # noqa: E402
 from runtime_fps import cpu_name  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "facades"
+SAMPLE_ROWS = 4
 SIZES = {"256²": (256, 256, "resize"), "640×480": (640, 480, "pad")}  # frame (w, h) and how it is fitted
 
 
@@ -106,20 +107,24 @@ def export(args, run: Run) -> dict:
 
 
 def quality(args, run: Run, precision: str, path: Path) -> dict:
-    """p2p-eval's scores of an exported model on val through the runtime, cached beside it."""
+    """p2p-eval's scores of an exported model on val through the runtime, cached beside it (with its
+    first val images: ``samples()``)."""
     cache = path.with_suffix(".quality.json")
     key = {"model": digest(path), "val": args.val, "seed": 0, "seg": not args.tiny}
-    if cache.exists():
+    if cache.exists() and path.with_suffix(".samples.npz").exists():
         stored = json.loads(cache.read_text())
         if stored.get("key") == key:
             return stored["scores"]
+    import numpy as np
     from p2p.evaluation.evaluate import ArtifactModel, evaluate
 
     seg = {"size": 64, "width": 8, "iters": 20} if args.tiny else {}
     model = ArtifactModel(path, backend="ort-cpu")
-    res, _ = evaluate(model, args.data, split="val", noise="per-frame", samples=1, seed=0, limit=args.val, rows=0,
-                      segmenter=True, seg_config=seg, cache=args.cache,
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    res, page = evaluate(model, args.data, split="val", noise="per-frame", samples=1, seed=0, limit=args.val,
+                         rows=SAMPLE_ROWS, segmenter=True, seg_config=seg, cache=args.cache,
+                         log=lambda m: print(m, file=sys.stderr, flush=True))
+    np.savez_compressed(path.with_suffix(".samples.npz"),
+                        **{k: np.stack([row[k] for row in page]) for k in ("input", "output", "target")})
     model.translator.close()
     scores = {"l1": res["metrics"]["l1"], "sharpness": res["metrics"]["sharpness"],
               "seg": res["segmentation"]["generated"]["per_pixel_acc"],
@@ -127,6 +132,13 @@ def quality(args, run: Run, precision: str, path: Path) -> dict:
     cache.write_text(json.dumps({"key": key, "scores": scores}, indent=1))
     print(f"scored {run.label} seed {run.seed} {precision}: {scores}", file=sys.stderr, flush=True)
     return scores
+
+
+def samples(path: Path) -> list[dict]:
+    """The val rows ``quality`` kept for a model: [{"input", "output", "target"}, ...] (BGR uint8)."""
+    import numpy as np
+    data = np.load(path.with_suffix(".samples.npz"))
+    return [{k: data[k][i] for k in ("input", "output", "target")} for i in range(len(data["output"]))]
 
 
 # --- timing ------------------------------------------------------------------------------------------
@@ -312,6 +324,18 @@ def main(argv=None) -> int:
         train(args)
     if args.step in ("measure", "time", "all"):
         text = measure(args, timings_only=args.step == "time")
+        grid = (args.markdown.parent if args.markdown else args.out) / "compact_samples.jpg"
+        shown = {}
+        for r in runs_for(args):  # seed 0 of each model in fp32, and the INT8 teacher and widest separable one
+            if r.seed == args.seeds[0]:
+                shown[f"{r.label}"] = samples(args.out / r.folder / "model.onnx")
+        for label in ("teacher", f"separable {max(args.separable)}" if args.separable else None):
+            run = next((r for r in runs_for(args) if r.label == label), None)
+            if run is not None:
+                shown[f"{label} int8"] = samples(args.out / run.folder / "model.int8.onnx")
+        write_grid(grid, shown)
+        text += ("\nVal images (the first " + str(SAMPLE_ROWS) + ", per-frame noise, seed 0): labels | "
+                 + " | ".join(shown) + f" | real photo:\n\n![samples]({grid.name})\n")
         print(text)
         if args.markdown:
             import shlex
