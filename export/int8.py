@@ -5,6 +5,12 @@ the layout ORT's x86 kernels prefer); batch statistics, masks and tanh stay
 float. Calibration feeds frames from ``--calib DIR`` through the same input
 adapter the runtime uses, with dropout masks drawn as at test time. This is
 for ONNX Runtime: TensorRT wants symmetric int8 and is better served by --fp16.
+
+Every ConvTranspose is first rewritten as an ordinary convolution plus DepthToSpace
+(``subpixel``, exact in fp32): ONNX Runtime has integer kernels for Conv but not for
+ConvTranspose, which it would run in float with its weights dequantised on every frame.
+On x86 CPUs without VNNI the weights use 7 bits (``reduce_range``): the AVX2 integer
+kernel adds pairs of products in 16 bits, which 8-bit weights can overflow.
 """
 from __future__ import annotations
 
@@ -21,10 +27,20 @@ from p2p.runtime import contract
 from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
 from p2p.runtime.spec import ModelSpec
 
-from .onnx_export import ExportError, read_onnx_spec, write_model
-from .verify import ort_session
+from .onnx_export import ExportError, read_onnx_spec, save_onnx, write_model
+from .subpixel import convtranspose_as_conv
+from .verify import FP32_TOLERANCE, ort_session
 
-QUANTISED_OPS = ["Conv", "ConvTranspose"]
+QUANTISED_OPS = ["Conv"]  # after the ConvTranspose rewrite, every convolution
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has 8-bit dot-product instructions (AVX-512 VNNI or AVX-VNNI); False if unknown."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
 
 
 def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 0) -> list[dict]:
@@ -52,11 +68,19 @@ def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 
     return feeds
 
 
-def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32) -> tuple[Path, list[dict]]:
-    """Write the INT8 model to ``out_path``; returns it and the calibration feeds (for comparisons)."""
+def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32, reduce_range: bool | None = None,
+                  float_output: bool = False) -> tuple[Path, list[dict]]:
+    """Write the INT8 model to ``out_path``; returns it and the calibration feeds (for comparisons).
+
+    ``reduce_range``: 7-bit weights (default: on x86 CPUs without VNNI, see the module doc);
+    ``float_output``: keep the output layer in float.
+    """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     spec = read_onnx_spec(fp32_path)
     feeds = calibration_inputs(calib_dir, spec, limit)
+    if reduce_range is None:
+        import platform
+        reduce_range = platform.machine().lower() in ("x86_64", "amd64") and not has_vnni()
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -70,14 +94,43 @@ def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32) -> tuple[P
     root.setLevel(logging.ERROR)  # "consider pre-processing" advice is for classifiers with fixed shapes
     try:
         with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
-            tmp_path = Path(tmp) / "int8.onnx"
-            quantize_static(str(fp32_path), str(tmp_path), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=QUANTISED_OPS)
+            convs_path, tmp_path = Path(tmp) / "convs.onnx", Path(tmp) / "int8.onnx"
+            model, _ = convtranspose_as_conv(onnx.load(str(fp32_path)))
+            save_onnx(model, convs_path)
+            _check_same(fp32_path, convs_path, feeds[0])
+            output_conv = [n.name for n in model.graph.node if n.op_type == "Conv"][-1:] if float_output else []
+            quantize_static(str(convs_path), str(tmp_path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, op_types_to_quantize=QUANTISED_OPS,
+                            nodes_to_exclude=output_conv)
             model = onnx.load(str(tmp_path))
     finally:
         root.setLevel(level)
     return write_model(model, spec, "int8", out_path), feeds
+
+
+def _check_same(a: Path, b: Path, feed: dict) -> None:
+    """The rewritten fp32 graph must compute what the exported one does (a bug otherwise, not a user error)."""
+    out = [contract.OUTPUT]
+    diff = float(np.abs(ort_session(a).run(out, feed)[0] - ort_session(b).run(out, feed)[0]).max())
+    if diff > FP32_TOLERANCE:
+        raise RuntimeError(f"ConvTranspose→Conv rewrite changed the output by {diff:.2e}")
+
+
+def kernel_counts(path, threads: int = 1) -> dict[str, int]:
+    """Node types of ``path`` as ONNX Runtime's CPU provider runs it (after its graph optimisations): says
+    which convolutions run as integer kernels (QLinearConv) and which in float (Conv, ConvTranspose)."""
+    import collections
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3  # the "hardware specific" note on saving an optimised model
+        opts.optimized_model_filepath = str(Path(tmp) / "optimised.onnx")
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return dict(collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node))
 
 
 def compare(fp32_path, other_path, feeds, *, runs: int = 5, threads: int | None = None) -> dict:

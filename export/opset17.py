@@ -9,6 +9,9 @@ supports operators up to opset 17 and, worse, misreads two opset-18 forms withou
 - ``ReduceMean`` (and the other Reduce ops) with ``axes`` as an input (opset 18): its importer
   reads only the ``axes`` attribute and otherwise reduces over every axis.
 
+``Resize`` (the separable blocks' upsampling) gained ``antialias``, ``axes`` and
+``keep_aspect_ratio_policy`` at opset 18; written at their defaults they are dropped.
+
 ``to_opset17`` rewrites them (Shape + Slice with constant bounds; the constant axes as the
 attribute), checks that no other op changed meaning at opset 18, and stamps opset 17.
 ``tensorrt8_problems`` lists everything in a graph that TensorRT 8.6's parser rejects or
@@ -53,6 +56,9 @@ def to_opset17(model: onnx.ModelProto) -> onnx.ModelProto:
         elif node.op_type in REDUCE_OPS and len(node.input) > 1 and node.input[1]:
             _axes_to_attribute(node, constants)
             nodes.append(node)
+        elif node.op_type == "Resize":
+            _resize_as_13(node)
+            nodes.append(node)
         else:
             nodes.append(node)
     del graph.node[:]
@@ -61,8 +67,9 @@ def to_opset17(model: onnx.ModelProto) -> onnx.ModelProto:
     kept = [i for i in graph.initializer if i.name in used]  # the axes now in attributes
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    changed = sorted({n.op_type for n in graph.node  # the Reduce ops are in their opset-17 form now
-                      if n.domain in ("", "ai.onnx") and n.op_type not in REDUCE_OPS and _new_at_18(n.op_type)})
+    changed = sorted({n.op_type for n in graph.node  # the Reduce ops and Resize are in their opset-17 form now
+                      if n.domain in ("", "ai.onnx") and n.op_type not in REDUCE_OPS | {"Resize"}
+                      and _new_at_18(n.op_type)})
     if changed:
         raise ExportError(f"cannot write opset {OPSET_TENSORRT8}: the graph uses {', '.join(changed)} in the form "
                           "that opset 18 introduced")
@@ -134,6 +141,20 @@ def _axes_to_attribute(node, constants: dict) -> None:
     node.attribute.extend(kept)
     if axes.size:  # empty axes (noop off) means every axis: no attribute, as in opset 17
         node.attribute.append(helper.make_attribute("axes", [int(a) for a in axes.reshape(-1)]))
+
+
+RESIZE_18_DEFAULTS = {"antialias": 0, "keep_aspect_ratio_policy": b"stretch"}
+
+
+def _resize_as_13(node) -> None:
+    """Drop Resize's opset-18 attributes where they hold their defaults (the same op at opset 13)."""
+    extra = _attr(node, "antialias", "axes", "keep_aspect_ratio_policy")
+    if any(RESIZE_18_DEFAULTS.get(k, object()) != v for k, v in extra.items()):
+        raise ExportError(f"cannot write opset {OPSET_TENSORRT8}: Resize {node.name} uses {sorted(extra)} "
+                          "(opset 18) away from their defaults")
+    kept = [a for a in node.attribute if a.name not in extra]
+    del node.attribute[:]
+    node.attribute.extend(kept)
 
 
 def _constants(graph) -> dict:

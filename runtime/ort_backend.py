@@ -2,15 +2,19 @@
 
 Tuned for CPU, where most users meet it first: all graph optimisations, the
 physical cores as intra-op threads, denormals flushed to zero, and IO binding
-into a preallocated output buffer (no per-frame output allocation or copy).
+into a preallocated output buffer (no per-frame output allocation or copy). Without
+``threads``, the CPU session's settings are the ones ``ort_tuning`` measured fastest for
+this model on this machine (once, then remembered).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import io
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,7 +26,7 @@ try:
 except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said when a model is opened
     ort = None
 
-from . import contract, install_hints
+from . import contract, install_hints, ort_tuning
 from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
 from .errors import BackendUnavailable, first_line
 from .integrity import check_onnx_file
@@ -152,7 +156,7 @@ class OrtBackend:
         else:
             candidates = [provider]
         self.skipped: list[str] = []
-        settings = _Settings(threads, optimization, spinning, trt_cache, profile)
+        settings = _Settings(threads or 0, optimization, spinning, trt_cache, profile)
         for name in candidates:
             missing = load_gpu_libraries(name) if name != "ort-cpu" else []
             try:
@@ -195,10 +199,53 @@ class OrtBackend:
         except SpecError as exc:
             raise ArtifactError(str(exc)) from None
         self.mask_names = contract.mask_names(self.spec)
+        self.settings = settings
+        if self.name == "ort-cpu" and not threads and ort_tuning.mode() != "off":
+            self.session, self.settings = self._tuned(settings)
+        self._general: tuple | None = None  # for shapes other than the one a session was planned for
+        self._bound = None  # the binding the output buffer is bound to
         # GPU providers copy inputs to the device themselves; the output comes back into _out.
         self._binding = self.session.io_binding()
         self._out: np.ndarray | None = None
         self.limits = None  # any multiple of spec.multiple works
+
+    def _tuned(self, base: "_Settings") -> tuple[ort.InferenceSession, "_Settings"]:
+        """The CPU session with the settings ort_tuning stored for this model, machine and frame shape
+        (measured now, a few seconds, when there are none); the session opened by default if they are it."""
+        limits = base.profile(self.spec) if callable(base.profile) else base.profile
+        limits = limits or ShapeLimits(*[(1, self.spec.image_size, self.spec.image_size)] * 3)
+        shape = limits.opt
+        exact = shape if limits.min == limits.max else None  # a session planned for one shape needs to know it
+        keys = ort_tuning.file_sha256(self.path), ort_tuning.machine_key(ort.__version__), shape
+        default = ort_tuning.SessionSettings(base.threads, base.optimization)
+        chosen = None if ort_tuning.mode() == "again" else ort_tuning.load(*keys)
+        sessions = {default: self.session}
+        if chosen is None:
+            print(f"tuning ONNX Runtime's CPU settings for {self.path.name} on this machine (once) ...",
+                  file=sys.stderr, flush=True)
+            image = np.random.default_rng(0).uniform(-1, 1, (shape[0], self.spec.in_channels, *shape[1:]))
+            feeds = contract.feeds(self.spec, image, contract.ones_masks(self.spec, *shape))
+
+            def make_run(s: ort_tuning.SessionSettings):
+                if s not in sessions:
+                    sessions[s] = self._open("ort-cpu", _with(base, s))
+                return lambda: sessions[s].run(None, feeds)
+
+            chosen, measured = ort_tuning.tune(make_run, default, exact)
+            ort_tuning.store(*keys, chosen, measured)
+            print(f"  {chosen.describe()}", file=sys.stderr, flush=True)
+        settings = _with(base, chosen)
+        session = sessions.get(chosen) or self._open("ort-cpu", settings)
+        return session, settings
+
+    def _session_for(self, n: int, h: int, w: int):
+        """(session, binding) for an input of this shape: a session planned for one shape runs only that."""
+        if self.settings.shape in (None, (n, h, w)):
+            return self.session, self._binding
+        if self._general is None:
+            session = self._open(self.name, dataclasses.replace(self.settings, shape=None))
+            self._general = session, session.io_binding()
+        return self._general
 
     def _open(self, name: str, settings: "_Settings") -> ort.InferenceSession:
         """A session that asks for ``name`` first (what it really got is checked by the caller)."""
@@ -212,6 +259,10 @@ class OrtBackend:
         if settings.threads:
             opts.intra_op_num_threads = int(settings.threads)  # default (0): one per physical core
         opts.inter_op_num_threads = 1
+        opts.enable_cpu_mem_arena = settings.arena
+        if settings.shape:  # plan for this input shape only (the dimension names p2p-export writes)
+            for dim, value in ort_tuning.dimension_values(self.spec, settings.shape).items():
+                opts.add_free_dimension_override_by_name(dim, value)
         # Flush denormals: tiny activations otherwise slow x86 FP units by orders of magnitude.
         opts.add_session_config_entry("session.set_denormal_as_zero", "1")
         # Spinning threads cut latency but eat the cores that decode/encode threads need.
@@ -265,20 +316,22 @@ class OrtBackend:
     def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         """(N, C, H, W) float32 → (N, out_channels, H, W) float32, valid until the next run."""
         n, _, h, w = image.shape
-        b = self._binding
+        session, b = self._session_for(n, h, w)
         b.bind_cpu_input(contract.INPUT, image)
         for name, mask in zip(self.mask_names, masks):
             b.bind_cpu_input(name, mask)
         shape = contract.output_shape(self.spec, n, h, w)
-        if self._out is None or self._out.shape != shape:
-            self._out = np.empty(shape, np.float32)
+        if self._out is None or self._out.shape != shape or b is not self._bound:
+            if self._out is None or self._out.shape != shape:
+                self._out = np.empty(shape, np.float32)
             b.clear_binding_outputs()
             b.bind_output(contract.OUTPUT, "cpu", 0, np.float32, list(shape), self._out.ctypes.data)
-        self.session.run_with_iobinding(b)
+            self._bound = b
+        session.run_with_iobinding(b)
         return self._out
 
     def close(self) -> None:
-        self._binding = None
+        self._binding = self._general = self._bound = None
         self.session = None
 
 def _sentence(message: str) -> str:
@@ -292,8 +345,15 @@ class _StartFailure(Exception):
 
 @dataclass(frozen=True)
 class _Settings:
-    threads: int | None
+    threads: int  # 0: ONNX Runtime's default, one per physical core
     optimization: str
     spinning: bool
     trt_cache: Path | None
     profile: ShapeLimits | Callable[[ModelSpec], ShapeLimits] | None
+    arena: bool = True
+    shape: tuple[int, int, int] | None = None  # (N, H, W) the CPU session is planned for; None: any
+
+
+def _with(base: _Settings, tuned: ort_tuning.SessionSettings) -> _Settings:
+    return dataclasses.replace(base, threads=tuned.threads, optimization=tuned.optimization, arena=tuned.arena,
+                               shape=tuned.shape)

@@ -14,8 +14,13 @@ from dataclasses import dataclass
 
 from .errors import UserError
 
-SPEC_FORMAT = 1
+# Format 2 added ``block``. A spec that needs nothing newer is written as format 1 (without the
+# field), so files of the paper's generator stay readable by p2p versions that predate it.
+SPEC_FORMAT = 2
 GENERATORS = ("unet", "encdec")
+# "conv": the paper's Conv/ConvTranspose blocks; "separable": depthwise-separable blocks with
+# resize-convolution upsampling, made for CPU speed (training/separable.py).
+BLOCKS = ("conv", "separable")
 TASKS = ("paired", "edges", "colorize")
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -43,13 +48,17 @@ class ModelSpec:
     channel_order: str = "RGB"       # of 3-channel tensors (frames arrive as BGR)
     canny_low: int = 100
     canny_high: int = 200
-    format: int = SPEC_FORMAT
+    block: str = "conv"              # the layers of each level: "conv" (the paper's) or "separable"
+    # the newest format this code reads; not part of a spec's identity (see to_dict)
+    format: int = dataclasses.field(default=SPEC_FORMAT, compare=False)
 
     def __post_init__(self):
         if self.format > SPEC_FORMAT:
             raise SpecError(
                 f"model spec format {self.format} is newer than this p2p understands "
                 f"({SPEC_FORMAT}); upgrade p2p")
+        if self.block not in BLOCKS:
+            raise SpecError(f"unknown block type {self.block!r}; expected one of {BLOCKS}")
         if self.generator not in GENERATORS:
             raise SpecError(f"unknown generator {self.generator!r}; expected one of {GENERATORS}")
         if self.task not in TASKS:
@@ -89,7 +98,12 @@ class ModelSpec:
 
     # --- serialisation -------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields, with ``format`` the oldest spec format that can express them."""
+        data = dataclasses.asdict(self)
+        if self.block == "conv":  # format 1 had no `block`: readers from before it still open the file
+            del data["block"]
+        data["format"] = 1 if self.block == "conv" else 2
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -107,7 +121,7 @@ class ModelSpec:
         if unknown:
             raise SpecError(f"model spec has unknown fields {sorted(unknown)}")
         try:
-            return cls(**data)
+            return cls(**{k: v for k, v in data.items() if k != "format"})
         except TypeError as exc:
             raise SpecError(f"malformed model spec: {exc}") from None
 

@@ -11,6 +11,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Two cores: keep each test process to one intra-op thread unless a test asks otherwise.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# No ONNX Runtime settings tuning on every model a test opens (seconds each, and a cache in ~):
+# tests/test_compact.py tests the tuning itself.
+os.environ.setdefault("P2P_ORT_TUNE", "off")
 
 
 def shared_data(*parts: str) -> Path:
@@ -30,6 +33,19 @@ def one_line_error(result, code: int = 1) -> str:
     lines = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(lines) == 1, result.output
     return lines[0]
+
+
+def dropout_output_shapes(generator, x) -> list[tuple[int, ...]]:
+    """Shapes of what each dropout layer of ``generator`` outputs for the input ``x``, in order."""
+    from p2p.training.models import MaskDropout
+
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+             for m in generator.modules() if isinstance(m, MaskDropout)]
+    generator(x)
+    for h in hooks:
+        h.remove()
+    return seen
 
 
 @pytest.fixture(scope="session", autouse=True)

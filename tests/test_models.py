@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from conftest import dropout_output_shapes
 from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.models import Discriminator, Generator, MaskDropout, count_parameters, init_weights
@@ -22,12 +23,7 @@ def test_depth_follows_size(size, depth):
 def test_dropout_positions_and_sizes():
     spec = ModelSpec.for_task("paired", 256, ngf=8)
     g = Generator(spec)
-    seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
-             for m in g.modules() if isinstance(m, MaskDropout)]
-    g(torch.randn(1, 3, 256, 256))
-    for h in hooks:
-        h.remove()
+    seen = dropout_output_shapes(g, torch.randn(1, 3, 256, 256))
     # the first three decoder blocks after the bottleneck: 2x2, 4x4, 8x8 at 256² (paper, original code)
     assert seen == [(1, 64, 2, 2), (1, 64, 4, 4), (1, 64, 8, 8)]
     assert seen == [tuple(s) for s in contract.mask_shapes(spec, 1, 256, 256)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.pairs import LAYOUTS
+from p2p.runtime.spec import BLOCKS
 
 from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, world_from_env
 
@@ -17,6 +18,7 @@ Examples:
   p2p-train --out runs/demo --size 128 --ngf 16 --ndf 16 --epochs 100 --epochs-decay 100   # embedded clips, edges→photo
   p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
   p2p-train --data photos/ --task colorize --out runs/color
+  p2p-train --teacher runs/facades --block separable --ngf 32 --out runs/facades-fast   # a CPU student
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
 
 Ctrl-C or SIGTERM (docker stop, Kubernetes, Slurm) finishes the step, saves and says how to
@@ -46,6 +48,9 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
 @click.option("--ngf", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--ndf", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--generator", type=click.Choice(["unet", "encdec"]), default="unet", show_default=True)
+@click.option("--block", type=click.Choice(BLOCKS), default="conv", show_default=True,
+              help="Generator layers: conv (the paper's) or separable (depthwise-separable, resize-convolution "
+                   "upsampling: several times faster on CPUs; meant for --teacher students).")
 @click.option("--patch", type=click.Choice([str(p) for p in PATCH_SIZES]), default="70", show_default=True,
               help="PatchGAN receptive field: 1 = PixelGAN, 286 = ImageGAN.")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="l1+cgan", show_default=True)

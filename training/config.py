@@ -53,6 +53,7 @@ class TrainConfig:
     ngf: int = 64
     ndf: int = 64
     generator: str = "unet"
+    block: str = "conv"              # the generator's layers: "conv" (the paper's) or "separable" (for CPU speed)
     patch: int = 70
     objective: str = "l1+cgan"
     lambda_l1: float = 100.0
@@ -101,7 +102,7 @@ class TrainConfig:
 
     def spec(self) -> ModelSpec:
         return ModelSpec.for_task(self.task, self.size, ngf=self.ngf, generator=self.generator,
-                                  direction=self.direction)
+                                  direction=self.direction, block=self.block)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

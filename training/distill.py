@@ -15,12 +15,12 @@ get the teacher's translation as their target.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from p2p.runtime import contract
 from p2p.runtime.errors import UserError
+from p2p.runtime.files import file_sha256
 from p2p.runtime.spec import ModelSpec
 from torch import nn
 
@@ -47,16 +47,8 @@ def load_teacher(source: Path, device: torch.device) -> tuple[nn.Module, ModelSp
         raise TeacherError(f"--teacher: {exc}") from None
     generator.to(device).train()  # batch statistics, as every p2p generator translates
     generator.requires_grad_(False)
-    info = {"path": str(path), "sha256": file_digest(path), "spec": spec.to_dict()}
+    info = {"path": str(path), "sha256": file_sha256(path), "spec": spec.to_dict()}
     return generator, spec, info, state.get("discriminator")
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_pair(teacher: ModelSpec, student: ModelSpec) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec
 
+from . import separable
 from .config import PATCH_SIZES
 
 
@@ -43,10 +44,25 @@ class MaskDropout(nn.Module):
         return x * mask
 
 
+def encoder_layer(block: str, cin: int, cout: int, norm: bool) -> nn.Sequential:
+    """Encoder level i ≥ 1: halves the resolution."""
+    if block == "separable":
+        return separable.down(cin, cout, batch_norm(cout) if norm else None)
+    layers = [nn.LeakyReLU(0.2), nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
+    return nn.Sequential(*layers, *([batch_norm(cout)] if norm else []))
+
+
+def decoder_layer(block: str, cin: int, cout: int) -> nn.Sequential:
+    """Decoder block body: doubles the resolution."""
+    if block == "separable":
+        return separable.up(cin, cout, batch_norm(cout))
+    return nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), batch_norm(cout))
+
+
 class DecoderBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, dropout_p: float | None):
+    def __init__(self, cin: int, cout: int, dropout_p: float | None, block: str = "conv"):
         super().__init__()
-        self.up = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), batch_norm(cout))
+        self.up = decoder_layer(block, cin, cout)
         self.dropout = MaskDropout(dropout_p) if dropout_p else None
 
     def forward(self, x, mask=None):
@@ -55,7 +71,7 @@ class DecoderBlock(nn.Module):
 
 
 class Generator(nn.Module):
-    """U-Net (``spec.generator == "unet"``) or encoder–decoder ("encdec")."""
+    """U-Net (``spec.generator == "unet"``) or encoder–decoder ("encdec"), of ``spec.block`` layers."""
 
     def __init__(self, spec: ModelSpec):
         super().__init__()
@@ -64,17 +80,14 @@ class Generator(nn.Module):
         d = spec.depth
         self.skips = spec.generator == "unet"
         downs = [nn.Conv2d(spec.in_channels, enc[0], 4, 2, 1, bias=False)]  # no norm on the first layer
-        for i in range(1, d):
-            layers = [nn.LeakyReLU(0.2), nn.Conv2d(enc[i - 1], enc[i], 4, 2, 1, bias=False)]
-            if i < d - 1:  # the innermost (1×1 at training size) has no norm
-                layers.append(batch_norm(enc[i]))
-            downs.append(nn.Sequential(*layers))
+        for i in range(1, d):  # the innermost (1×1 at training size) has no norm
+            downs.append(encoder_layer(spec.block, enc[i - 1], enc[i], norm=i < d - 1))
         self.downs = nn.ModuleList(downs)
         ups = []
         for k in range(d - 1):  # k = 0 is the block right after the bottleneck
             cin = enc[d - 1 - k] * (2 if self.skips and k > 0 else 1)
             p = spec.dropout_p if k < spec.dropout_blocks else None
-            ups.append(DecoderBlock(cin, enc[d - 2 - k], p))
+            ups.append(DecoderBlock(cin, enc[d - 2 - k], p, spec.block))
         self.ups = nn.ModuleList(ups)
         self.out = nn.Sequential(
             nn.ReLU(), nn.ConvTranspose2d(enc[0] * (2 if self.skips else 1), spec.out_channels, 4, 2, 1), nn.Tanh())
