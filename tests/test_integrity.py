@@ -61,6 +61,21 @@ def test_resume_of_a_damaged_checkpoint_names_the_intact_previous_one(tiny_run, 
     assert "is damaged too" in line and "--overwrite" in line, line
 
 
+def test_a_save_after_a_kill_between_link_and_write_leaves_no_temporary(tmp_path):
+    """A run killed after checkpoint.prev.pt became a second name of checkpoint.pt, before the new checkpoint was
+    written: the next save must not leave its temporary link behind (rename(2) of two links to one file does
+    nothing)."""
+    import os
+
+    from p2p.training.checkpoint import PREVIOUS_NAME, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"spec": {}, "iteration": 1}, path)
+    os.link(path, tmp_path / PREVIOUS_NAME)  # the state the kill left
+    save_checkpoint({"spec": {}, "iteration": 2}, path, keep_previous=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PREVIOUS_NAME, "checkpoint.pt"]
+
+
 def test_checkpoints_from_before_checksums_still_load(tiny_run, tmp_path):
     state = torch.load(tiny_run / "checkpoint.pt", weights_only=True)
     del state["sha256"]

@@ -113,7 +113,10 @@ def _link_previous(path: Path) -> None:
         os.link(path, tmp)
         os.replace(tmp, previous)
     except OSError:  # no hard links on this file system: keep none rather than a second copy
-        tmp.unlink(missing_ok=True)
+        pass
+    # rename(2) does nothing when both names are links to one file (a run killed after the link and
+    # before its new checkpoint was written): the temporary name would stay behind
+    tmp.unlink(missing_ok=True)
 
 
 def previous_checkpoint(path: Path) -> Path:
