@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -130,7 +131,12 @@ def main(ctx: click.Context, **opts) -> None:
     if session.launched():
         if world.rank == 0:
             session.report_status(status)
-        sys.exit(0)  # the status is in the file: torchrun must not report a failure of its own
+        # the status is in the file: torchrun must not report a failure of its own, and the interpreter's
+        # teardown of torch's C++ threads (after the process group is gone) aborted now and then under load
+        # ("terminate called without an active exception", after the run was saved and reported): leave at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     sys.exit(status)
 
 
