@@ -29,24 +29,11 @@ from .artifacts import ShapeError, ShapeLimits
 from .backends import open_backend
 from .images import input_tensor, output_to_bgr, to_bgr8
 from .masks import NOISE_MODES, MaskSampler
+from .sizes import parse_size
 from .spec import ModelSpec
 from .temporal import Motion, Stabilizer
 
 FIT_MODES = ("resize", "pad")
-
-
-def parse_size(text: str | int | tuple | None):
-    """--size: "256" (a square box), "512x288" (width x height), or None (the model's own size)."""
-    if text is None or isinstance(text, (int, tuple)):
-        return text
-    parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) <= 0:
-        raise ValueError(f"size {text!r} is not N or WxH (e.g. 256 or 512x288)")
-    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.pairs import LAYOUTS
+from p2p.runtime.preprocess import PREPROCESS
+from p2p.runtime.sizes import canonical_size
 from p2p.runtime.spec import BLOCKS
 
 from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, world_from_env
@@ -19,6 +21,7 @@ Examples:
   p2p-train --out runs/demo --size 128 --ngf 16 --ndf 16 --epochs 100 --epochs-decay 100   # embedded clips, edges→photo
   p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
   p2p-train --data photos/ --task colorize --out runs/color
+  p2p-train --task edges --size 384x256 --ngf 32 --out runs/edges-3x2   # the embedded 3:2 photos, uncropped aspect
   p2p-train --teacher runs/facades --block separable --ngf 32 --out runs/facades-fast   # a CPU student
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
 
@@ -39,7 +42,13 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
               help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task edges/colorize.")
-@click.option("--size", type=int, default=256, show_default=True, help="Training crop (a power of two).")
+@click.option("--size", default="256", show_default=True, metavar="N|WxH", callback=lambda c, p, v: _size(v),
+              help="Training size, width first (384x256, 512x256, 1024x512; N means NxN). The U-Net's depth follows "
+                   "from the shorter side; every side a multiple of 2^depth (runtime/sizes.py; a size it cannot "
+                   "take is refused with the nearest ones it can).")
+@click.option("--preprocess", type=click.Choice(PREPROCESS), default="resize-crop", show_default=True,
+              help="resize-crop: resize to 286/256 of --size then random crop (the paper's jitter); scale-width-crop: "
+                   "scale the width keeping the aspect, then random crop; crop: random crops at native resolution.")
 @click.option("--batch-size", type=click.IntRange(1, 64), default=1, show_default=True,
               help="The paper uses 1 to 10.")
 @click.option("--epochs", type=click.IntRange(0), default=100, show_default=True, help="Epochs at constant LR.")
@@ -57,6 +66,11 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="l1+cgan", show_default=True)
 @click.option("--lambda-l1", type=float, default=100.0, show_default=True)
 @click.option("--unconditional", is_flag=True, help="D sees only the output, not the (input, output) pair.")
+@click.option("--num-d", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="Discriminators: the same PatchGAN at full, 1/2 and 1/4 resolution, losses summed (pix2pixHD); "
+                   "1 is the paper's.")
+@click.option("--lambda-fm", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the discriminator feature-matching L1 loss (pix2pixHD uses 10); 0 is the paper's.")
 @click.option("--lr", type=float, default=2e-4, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (flags not given are taken from it).")
 @click.option("--overwrite", is_flag=True,
@@ -184,6 +198,14 @@ def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, st
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
     return 0
+
+
+def _size(text: str) -> int | str:
+    """--size as the run keeps it (N or "WxH"); a usage error for text that is neither."""
+    try:
+        return canonical_size(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc}: pass N or WxH, width first", param_hint="--size") from None
 
 
 if __name__ == "__main__":

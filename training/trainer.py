@@ -33,6 +33,7 @@ from .data import TrainingSet
 from .distill import Student, Teacher, check_pair, feature_loss, load_teacher
 from .distributed import World, any_rank, any_ranks, convert_sync_batchnorm, flagged_ranks, gather_objects, wrap_ddp
 from .models import Discriminator, Generator, init_weights
+from .multiscale import build_discriminator, feature_matching, num_scales, with_features
 from .objective import Objective, gan_loss, l1_loss
 from .report import plot_losses, write_sample_grid
 from .run_folder import LOG_NAME
@@ -97,12 +98,14 @@ def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[TrainingSet, Pair
     """The training set (with the paper's jitter, and --extra-inputs) and the validation split (val/ or test/)."""
     root = Path(cfg.data)
     train_dir = resolve_split(root, "train")
-    pairs = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed)
-    extras = InputDataset(Path(cfg.extra_inputs), spec, jitter=True, seed=cfg.seed) if cfg.extra_inputs else None
+    pairs = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed, preprocess=cfg.preprocess)
+    extras = (InputDataset(Path(cfg.extra_inputs), spec, jitter=True, seed=cfg.seed, preprocess=cfg.preprocess)
+              if cfg.extra_inputs else None)
     train = TrainingSet(pairs, extras)
     for name in ("val", "test"):
         if (root / name).is_dir() and root / name != train_dir:
-            return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed)
+            return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed,
+                                      preprocess=cfg.preprocess)
     return train, None
 
 
@@ -118,7 +121,8 @@ def build_models(cfg: TrainConfig, spec: ModelSpec, objective: Objective,
     init_weights(G)
     D = None
     if objective.uses_gan:
-        D = Discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf, cfg.patch)
+        D = build_discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf,
+                                cfg.patch, cfg.num_d)  # --num-d > 1: multi-scale (training/multiscale.py)
         init_weights(D)
     if cfg.sync_bn:  # the converted layers keep BatchNorm2d's state-dict keys: checkpoints load either way
         for net in (G, D):
@@ -251,7 +255,8 @@ class Trainer:
 
     def validation_batch(self):
         """A fixed batch for val L1 and sample grids: val images, else the first training images."""
-        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
+        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False,
+                                         preprocess=self.cfg.preprocess)
         items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
         return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
 
@@ -290,7 +295,11 @@ class Trainer:
             with self.autocast():
                 # the bare D (not its DDP wrapper): its weights are frozen here, so this
                 # backward gives D no gradients for DDP to wait for
-                pred = self.D(obj.d_input(x, fake))
+                pred = self.D(obj.d_input(x, fake)) if not self.cfg.lambda_fm else None
+            if self.cfg.lambda_fm:  # --lambda-fm: pix2pixHD's feature matching (training/multiscale.py)
+                loss_fm, pred = self._feature_matching(x, fake, y)
+                loss_g = loss_g + self.cfg.lambda_fm * loss_fm
+                losses["g_fm"] = loss_fm.item()
             loss_gan = gan_loss(pred, True)
             loss_g = loss_g + loss_gan
             losses["g_gan"] = loss_gan.item()
@@ -309,6 +318,15 @@ class Trainer:
         if D is not None:
             D.requires_grad_(True)
         return losses
+
+    def _feature_matching(self, x, fake, y):
+        """(the feature-matching loss, D's logits on the generated pair) with the bare D, as the GAN term."""
+        obj = self.objective
+        with self.autocast():
+            pred, fake_features = with_features(self.D, obj.d_input(x, fake))
+            with torch.no_grad():
+                _, real_features = with_features(self.D, obj.d_input(x, y))
+        return feature_matching(fake_features, real_features), pred
 
     def _finite(self, name: str, loss: torch.Tensor) -> float:
         """The loss's value; NonFiniteLoss on every rank (before any backward or step) if it is not finite on any."""
@@ -424,6 +442,10 @@ class Trainer:
         if (state["discriminator"] is None) != (self.D is None) or stored_obj.conditional != self.objective.conditional:
             raise TrainError(f"cannot resume: {path} was trained with --objective {stored_obj.name}"
                              f"{' --unconditional' if stored_obj.unconditional else ''}; pass the same objective")
+        stored_scales = num_scales(state["discriminator"])
+        if self.D is not None and stored_scales != self.cfg.num_d:
+            raise TrainError(f"cannot resume: {path} was trained with --num-d {stored_scales}, not {self.cfg.num_d}; "
+                             f"resume with --num-d {stored_scales}, or start a new run with another --out")
         if self.teacher_info and (state.get("teacher") or {}).get("sha256") != self.teacher_info["sha256"]:
             raise TrainError(f"cannot resume: the teacher {self.teacher_info['path']} is not the one this run "
                              "started from (its checkpoint changed); restore it, or distil again with a new --out")
