@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +24,7 @@ from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
 from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
+from p2p.runtime.sizes import canonical_size, squared
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.runtime.translator import Translator
 from tqdm import tqdm
@@ -124,12 +125,11 @@ def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | N
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
     """Score ``model`` on ``data``/``split``; returns (results for metrics.json, rows for the page)."""
     spec = model.spec
-    size = size or spec.image_size
+    width, height = (size, size) if size else (spec.width, spec.height)
     direction = direction or spec.direction
     try:
-        spec.check_size(size, size)
         # the same spec with the evaluation size and the data's direction: drives PairDataset only
-        data_spec = ModelSpec(**{**spec.to_dict(), "image_size": size, "direction": direction})
+        data_spec = replace(spec.at_size(width, height), direction=direction)
         folder = resolve_split(Path(data), split)
         ds = PairDataset(folder, data_spec, layout, jitter=False)
     except (SpecError, DataError) as exc:
@@ -156,7 +156,7 @@ def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | N
             x, y = ds[i]
         except DataError as exc:
             raise EvalError(str(exc)) from None
-        outs = [model.run(x[None], sampler(1, size, size))[0] for _ in range(max(samples, 1))]
+        outs = [model.run(x[None], sampler(1, height, width))[0] for _ in range(max(samples, 1))]
         out = outs[0]
         out_img, target_img = output_to_bgr(out, spec, x), target_to_bgr(y, spec, x)
         sample_imgs = np.stack([output_to_bgr(o, spec, x) for o in outs]) if len(outs) > 1 else None
@@ -178,7 +178,7 @@ def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | N
         summary["histogram_intersection"] = M.histogram_intersection(out_imgs, target_imgs)
     results = {
         "model": str(model.path), "kind": model.kind, "backend": model.backend,
-        "data": str(data), "split": split, "direction": direction, "size": size, "noise": noise,
+        "data": str(data), "split": split, "direction": direction, "size": canonical_size((width, height)), "noise": noise,
         "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": summary,
         "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings,
     }
@@ -291,7 +291,7 @@ def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
 
 def summary_lines(results: dict) -> list[str]:
     m = results["metrics"]
-    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {results['size']}², noise {results['noise']}):",
+    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {squared(results['size'])}, noise {results['noise']}):",
              f"  L1 {m['l1']:.4f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}"
              + (f"  dropout std {m['dropout_std']:.4f}" if m.get("dropout_std") is not None else "")]
     if "histogram_intersection" in m:

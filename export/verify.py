@@ -78,7 +78,7 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
     path = Path(path)
     spec, precision = read_onnx_metadata(path)
     result = VerifyResult(precision, tolerance if tolerance is not None else tolerance_for(precision))
-    sizes = list(sizes or [(spec.image_size, spec.image_size)])
+    sizes = list(sizes or [(spec.height, spec.width)])
     net = copy.deepcopy(generator).cpu().float().train()
     sess = ort_session(path, threads)
     rng = np.random.default_rng(seed)

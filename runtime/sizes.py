@@ -85,3 +85,8 @@ def canonical_size(size) -> int | str:
     """A training size as a run's config.json keeps it: N for a square (as before), "WxH" for a rectangle."""
     width, height = width_height(size)
     return width if width == height else f"{width}x{height}"
+
+
+def squared(size) -> str:
+    """A size for people: "256²" for a square, "384x256" otherwise."""
+    return f"{size}²" if "x" not in str(size) else str(size)

@@ -121,6 +121,12 @@ class ModelSpec:
                 f"frame size {width}x{height} is not accepted: height and width must be "
                 f"positive multiples of {m} (2^depth, depth {self.depth})")
 
+    def at_size(self, width: int, height: int) -> "ModelSpec":
+        """The same generator described as if trained at WxH (e.g. to read data at another size)."""
+        self.check_size(height, width)
+        rect = (width, height) if width != height else (None, None)
+        return dataclasses.replace(self, image_size=min(width, height), image_width=rect[0], image_height=rect[1])
+
     # --- serialisation -------------------------------------------------------
     def to_dict(self) -> dict:
         """The fields, with ``format`` the oldest spec format that can express them."""
