@@ -50,13 +50,15 @@ def depth_for(width: int, height: int) -> int | None:
 
 
 def nearest_sizes(width: int, height: int, count: int = 3) -> list[tuple[int, int]]:
-    """The sizes the network can take closest to WxH (by total change of the sides, then aspect)."""
-    step = 8
+    """The sizes the network can take closest to WxH: those of (about) the same aspect first, then by the
+    total change of the sides."""
+    step, aspect = 8, width / max(height, 1)
     found = []
     for w in range(step, 2 * max(width, step) + step, step):
         for h in range(step, 2 * max(height, step) + step, step):
             if depth_for(w, h) is not None:
-                found.append((abs(w - width) + abs(h - height), abs(w / h - width / max(height, 1)), w, h))
+                off = abs(w / h / aspect - 1)
+                found.append((off > 0.02, abs(w - width) + abs(h - height), off, w, h))
     return [(w, h) for *_, w, h in sorted(found)[:count]]
 
 
