@@ -21,7 +21,7 @@ Examples:
   p2p-train --out runs/demo --size 128 --ngf 16 --ndf 16 --epochs 100 --epochs-decay 100   # embedded clips, edges→photo
   p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
   p2p-train --data photos/ --task colorize --out runs/color
-  p2p-train --task edges --size 384x256 --ngf 32 --out runs/edges-3x2   # the embedded 3:2 photos, uncropped aspect
+  p2p-train --data photos/ --task edges --size 384x256 --out runs/edges-3x2   # 3:2 photos at their own aspect
   p2p-train --teacher runs/facades --block separable --ngf 32 --out runs/facades-fast   # a CPU student
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
 
