@@ -193,7 +193,7 @@ def main() -> None:
         "# Training at any size and aspect (CPU)", "",
         f"Produced by `{command}` ({minutes:.0f} min on this shared 2-core machine, one process at a time, "
         "one thread each). Data: the landscape (481x321, 3:2) BSDS photos of `../shared/data/photos`, "
-        f"edges→photo; {len(frames_a)} landscape val photos scored. Small networks and budgets "
+        f"edges→photo; {len(list((data / 'train').glob('*.jpg')))} landscape training photos, {len(frames_a)} landscape val photos scored. Small networks and budgets "
         f"(ngf = ndf = {args.ngf}, {args.iters} iterations, batch 1, seed 0): the numbers compare the "
         "settings with each other, they are not converged models. Scores: L1 in the model's [-1, 1] "
         "(lower is better) and SSIM (higher is better) against the photo, noise per-frame seed 0; "
