@@ -24,7 +24,7 @@ from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
 from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
-from p2p.runtime.sizes import canonical_size, squared
+from p2p.runtime.sizes import canonical_size, squared, width_height
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.runtime.translator import Translator
 from tqdm import tqdm
@@ -119,13 +119,13 @@ def open_model(path: Path, backend: str = "auto") -> Model:
 
 
 # --- the evaluation ------------------------------------------------------------------
-def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,
+def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size=None,
              layout: str = "auto", noise: str = "per-frame", samples: int = 4, seed: int = 0,
              limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config: dict | None = None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
     """Score ``model`` on ``data``/``split``; returns (results for metrics.json, rows for the page)."""
     spec = model.spec
-    width, height = (size, size) if size else (spec.width, spec.height)
+    width, height = width_height(size) if size else (spec.width, spec.height)  # N, (W, H) or the model's
     direction = direction or spec.direction
     try:
         # the same spec with the evaluation size and the data's direction: drives PairDataset only

@@ -292,14 +292,15 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         loss_g = torch.zeros((), device=x.device)
         if D is not None:
-            with self.autocast():
-                # the bare D (not its DDP wrapper): its weights are frozen here, so this
-                # backward gives D no gradients for DDP to wait for
-                pred = self.D(obj.d_input(x, fake)) if not self.cfg.lambda_fm else None
             if self.cfg.lambda_fm:  # --lambda-fm: pix2pixHD's feature matching (training/multiscale.py)
                 loss_fm, pred = self._feature_matching(x, fake, y)
                 loss_g = loss_g + self.cfg.lambda_fm * loss_fm
                 losses["g_fm"] = loss_fm.item()
+            else:
+                with self.autocast():
+                    # the bare D (not its DDP wrapper): its weights are frozen here, so this
+                    # backward gives D no gradients for DDP to wait for
+                    pred = self.D(obj.d_input(x, fake))
             loss_gan = gan_loss(pred, True)
             loss_g = loss_g + loss_gan
             losses["g_gan"] = loss_gan.item()
