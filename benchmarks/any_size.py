@@ -78,6 +78,31 @@ def train(run: Path, data: Path, iters: int, *flags: str) -> tuple[float, int]:
     return s_per_it, maxrss
 
 
+def side_by_side(data: Path, variants: dict[str, dict], rounds: int) -> dict[str, float]:
+    """Seconds per training step (D and G, batch 1) of each variant, measured in one process with the
+    steps interleaved (round after round), so that the load of this shared machine hits all alike;
+    the median over ``rounds``. The runs' own logs are timed at different moments and are not comparable."""
+    import torch
+    from p2p.training.trainer import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    trainers, batches = {}, {}
+    for name, flags in variants.items():
+        cfg = TrainConfig(data=str(data), out=str(data.parent / f"timing-{len(trainers)}"), task="edges",
+                          progress=False, **flags)
+        cfg.validate()
+        trainers[name] = Trainer(cfg)
+        x, y, _ = next(iter(trainers[name].loader(0)))
+        batches[name] = (x, y)
+    times = {name: [] for name in variants}
+    for _ in range(rounds + 1):  # the first round warms up
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.step(*batches[name])
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t[1:]) for name, t in times.items()}
+
+
 def score(run: Path, frames: list[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
     """L1 and SSIM of the run's generator on edges of ``frames`` at their own size (the Translator fits them)."""
     from p2p.evaluation import metrics as M
@@ -132,12 +157,14 @@ def main() -> None:
     ap.add_argument("--ngf", type=int, default=32, help="(a) and (b): ngf = ndf")
     ap.add_argument("--memory-iters", type=int, default=5, help="(c): iterations per size")
     ap.add_argument("--val", type=int, default=30, help="landscape val photos scored")
+    ap.add_argument("--timing-rounds", type=int, default=6, help="(a) and (b): interleaved steps timed per variant")
     ap.add_argument("--tiny", action="store_true", help="seconds: a smoke run, not a measurement")
     ap.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "any_size.md")
     args = ap.parse_args()
     memory_sizes, memory_ngf = MEMORY_SIZES, 64
     if args.tiny:
         args.iters, args.ngf, args.memory_iters, args.val, memory_sizes, memory_ngf = 2, 4, 2, 2, ("64", "64x32"), 4
+        args.timing_rounds = 1
         args.report = args.out / "any_size.md"
     args.out.mkdir(parents=True, exist_ok=True)
     data = landscape_photos(args.out, args.val)
@@ -148,24 +175,32 @@ def main() -> None:
     frames_a = val_frames(data, 384, 256, "resize-crop") if not args.tiny else val_frames(data, 96, 64, "resize-crop")
     native_size, square_size = ("384x256", "320") if not args.tiny else ("96x64", "64")
     rows_a, outs_a = [], {}
-    for name, size in (("native 384x256", native_size), ("squashed 320x320", square_size)):
+    variants_a = {"native 384x256": native_size, "squashed 320x320": square_size}
+    steps_a = side_by_side(data, {name: {"size": size, "ngf": args.ngf, "ndf": args.ngf}
+                                  for name, size in variants_a.items()}, args.timing_rounds)
+    for name, size in variants_a.items():
         run = args.out / f"a-{size}"
         s_it, _ = train(run, data, args.iters, "--size", size, *net)
         scores, outs_a[name] = score(run, frames_a)
-        rows_a.append(f"| {name} (`--size {size}`) | {scores['l1']:.4f} | {scores['ssim']:.4f} | {s_it:.2f} |")
+        rows_a.append(f"| {name} (`--size {size}`) | {scores['l1']:.4f} | {scores['ssim']:.4f} | {steps_a[name]:.2f} "
+                      f"| {s_it:.2f} |")
 
     # (b) 1, 2, 3 discriminator scales at 512x256
     size_b = "512x256" if not args.tiny else "64x32"
     wb, hb = map(int, size_b.split("x"))
     frames_b = val_frames(data, wb, hb, "scale-width-crop")
     rows_b, outs_b = [], {}
+    patch_b = {num_d: 16 if args.tiny and num_d > 1 else 70 for num_d in (1, 2, 3)}
+    steps_b = side_by_side(data, {num_d: {"size": size_b, "preprocess": "scale-width-crop", "num_d": num_d,
+                                          "patch": patch_b[num_d], "ngf": args.ngf, "ndf": args.ngf}
+                                  for num_d in (1, 2, 3)}, args.timing_rounds)
     for num_d in (1, 2, 3):
         run = args.out / f"b-d{num_d}"
-        patch = ["--patch", "16"] if args.tiny and num_d > 1 else []
         s_it, _ = train(run, data, args.iters, "--size", size_b, "--preprocess", "scale-width-crop",
-                        "--num-d", str(num_d), *patch, *net)
+                        "--num-d", str(num_d), "--patch", str(patch_b[num_d]), *net)
         scores, outs_b[num_d] = score(run, frames_b)
-        rows_b.append(f"| {num_d} | {scores['l1']:.4f} | {scores['ssim']:.4f} | {s_it:.2f} |")
+        rows_b.append(f"| {num_d} | {scores['l1']:.4f} | {scores['ssim']:.4f} | {steps_b[num_d]:.2f} "
+                      f"({steps_b[num_d] / steps_b[1]:.2f}x) | {s_it:.2f} |")
 
     # (c) memory and speed by size, the paper's width
     rows_c = []
@@ -175,6 +210,10 @@ def main() -> None:
                           "--ndf", str(memory_ngf))
         rows_c.append(f"| {size if 'x' in size else size + '²'} | {rss / 2 ** 20:.0f} | {s_it:.2f} |")
     minutes = (time.perf_counter() - started) / 60
+    # the runs' own wall time (they are reused when a later invocation finds them done): config.json is
+    # written as a run starts, done.json as it ends
+    run_minutes = sum((r / "done.json").stat().st_mtime - (r / "config.json").stat().st_mtime
+                      for r in args.out.iterdir() if (r / "done.json").exists()) / 60
 
     # samples: (a) edges | native | squashed | photo, (b) edges | 1 | 2 | 3 scales | photo
     pick = range(min(3, len(frames_a)))
@@ -191,22 +230,28 @@ def main() -> None:
     command = "OMP_NUM_THREADS=1 python benchmarks/any_size.py" + (" --tiny" if args.tiny else "")
     report = [
         "# Training at any size and aspect (CPU)", "",
-        f"Produced by `{command}` ({minutes:.0f} min on this shared 2-core machine, one process at a time, "
-        "one thread each). Data: the landscape (481x321, 3:2) BSDS photos of `../shared/data/photos`, "
+        f"Produced by `{command}` on this shared 2-core machine, one process at a time, one thread each: "
+        f"{run_minutes:.0f} min of training runs, {minutes:.0f} min for this invocation (which reuses runs already "
+        "trained to the budget, and times and scores them). Data: the landscape (481x321, 3:2) BSDS photos of `../shared/data/photos`, "
         f"edges→photo; {len(list((data / 'train').glob('*.jpg')))} landscape training photos, {len(frames_a)} landscape val photos scored. Small networks and budgets "
         f"(ngf = ndf = {args.ngf}, {args.iters} iterations, batch 1, seed 0): the numbers compare the "
         "settings with each other, they are not converged models. Scores: L1 in the model's [-1, 1] "
-        "(lower is better) and SSIM (higher is better) against the photo, noise per-frame seed 0; "
-        "s/iteration: median over the run from its log.", "",
+        "(lower is better) and SSIM (higher is better) against the photo, noise per-frame seed 0. "
+        "Speed: s/step side by side is the median of {rounds} training steps (D and G, batch 1) of the variants "
+        "interleaved in one process, which is what compares them on a shared machine; s/iteration of its run is "
+        "the median from the run's log (data loading included, timed at another moment, under another load).".format(
+            rounds=args.timing_rounds), "",
         "## (a) Native aspect vs squashing to a square", "",
         "Same data, iterations and seed. The square model sees every 3:2 photo squashed into 320x320 (about "
         "the pixels of 384x256) and its output is stretched back to 384x256, as `p2p-translate` does with "
         "a square model (`--fit resize`).", "",
-        "| training | val L1 | val SSIM | s/iteration |", "|---|---|---|---|", *rows_a, "",
+        "| training | val L1 | val SSIM | s/step, side by side | s/iteration, its run |", "|---|---|---|---|---|",
+        *rows_a, "",
         "## (b) Discriminator scales at 512x256 (`--num-d`)", "",
         "`--preprocess scale-width-crop` (width scaled to 572, random 512x256 crop); val: width 512, centre "
         "crop. Patch 70 at every scale, no feature matching.", "",
-        "| --num-d | val L1 | val SSIM | s/iteration |", "|---|---|---|---|", *rows_b, "",
+        "| --num-d | val L1 | val SSIM | s/step, side by side | s/iteration, its run |", "|---|---|---|---|---|",
+        *rows_b, "",
         f"## (c) Peak memory and speed by size (ngf = ndf = {memory_ngf}, batch 1, CPU)", "",
         f"{args.memory_iters} iterations per size. Memory: `ru_maxrss` of the whole p2p-train process (from "
         "`os.wait4`), which includes torch's libraries and the validation pass; CPU PyTorch keeps no allocator "
