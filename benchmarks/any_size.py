@@ -83,6 +83,7 @@ def side_by_side(data: Path, variants: dict[str, dict], rounds: int) -> dict[str
     steps interleaved (round after round), so that the load of this shared machine hits all alike;
     the median over ``rounds``. The runs' own logs are timed at different moments and are not comparable."""
     import torch
+
     from p2p.training.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(1)

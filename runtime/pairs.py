@@ -129,8 +129,8 @@ class PairDataset:
                 small.append(src.a.name)
         if small:
             warnings.warn(
-                f"{len(small)} image(s) are smaller than --size {self.spec.width}x{self.spec.height} (e.g. {small[0]}); "
-                "they are upscaled, which blurs them: consider a smaller --size", stacklevel=2)
+                f"{len(small)} image(s) are smaller than --size {self.spec.width}x{self.spec.height} "
+                f"(e.g. {small[0]}); they are upscaled, which blurs them: consider a smaller --size", stacklevel=2)
 
     def __getitem__(self, index: int):
         src = self.pairs[index]

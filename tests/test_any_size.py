@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import one_line_error, shared_data
+
 from p2p.export.cli import main as export_main
 from p2p.runtime import Translator
 from p2p.runtime.artifacts import ShapeError, ShapeLimits
@@ -91,7 +92,7 @@ def test_a_size_the_network_cannot_take_names_the_nearest(tmp_path, size, words)
 @pytest.mark.parametrize("size", ["384x", "3x2x1", "wide", "0x256"])
 def test_a_size_that_does_not_parse_says_what_to_pass(tmp_path, size):
     line = one_line_error(invoke(train_main, "--size", size, "--out", tmp_path / "r", *FAST), code=2)
-    assert "pass N or WxH" in line
+    assert "not N or WxH" in line and "512x288" in line  # what to pass, by example
 
 
 # --- preprocessing -------------------------------------------------------------------------------

@@ -117,10 +117,12 @@ class TrainConfig:
         smallest = min(width, height) // 2 ** (self.num_d - 1)  # what the coarsest discriminator sees
         side = patch_norm_size(smallest, self.patch)
         if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
-            scale = f" (--num-d {self.num_d}: the coarsest sees 1/{2 ** (self.num_d - 1)} of it)" if self.num_d > 1 else ""
+            scale = (f" (--num-d {self.num_d}: the coarsest sees 1/{2 ** (self.num_d - 1)} of it)"
+                     if self.num_d > 1 else "")
+            larger = size_text(2 * width, 2 * height)
             raise ConfigError(f"--patch {self.patch} at --size {self.size}{scale} leaves the discriminator a map too "
-                              f"small for its last 4x4 convolution; use --size {size_text(2 * width, 2 * height)} or more, a "
-                              "smaller --patch" + (" or a smaller --num-d" if self.num_d > 1 else ""))
+                              f"small for its last 4x4 convolution; use --size {larger} or more, a smaller --patch"
+                              + (" or a smaller --num-d" if self.num_d > 1 else ""))
 
     def spec(self) -> ModelSpec:
         return ModelSpec.for_task(self.task, width_height(self.size), ngf=self.ngf, generator=self.generator,
