@@ -116,6 +116,7 @@ def quality(args, run: Run, precision: str, path: Path) -> dict:
         if stored.get("key") == key:
             return stored["scores"]
     import numpy as np
+
     from p2p.evaluation.evaluate import ArtifactModel, evaluate
 
     seg = {"size": 64, "width": 8, "iters": 20} if args.tiny else {}

@@ -107,6 +107,7 @@ def macs_per_frame(generator, size: int) -> float:
 def time_models(models: dict[str, Path], sizes, threads: int, rounds: int) -> dict[tuple[str, int], float]:
     """Frame→frame ms through the runtime (fixed noise, as p2p-video), models interleaved round by round."""
     import numpy as np
+
     from p2p.runtime import Translator
 
     rng = np.random.default_rng(0)

@@ -188,6 +188,7 @@ def tensorrt_opset() -> int:
 
 def cpu_reference(path, spec, image, masks) -> np.ndarray:
     import onnxruntime as ort
+
     from p2p.runtime import contract
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -283,6 +284,7 @@ def check_resume_exact(ctx: Context) -> str:
 @check("ddp-1-rank", needs=("torch",))
 def check_ddp_1_rank(ctx: Context) -> str:
     import torch.distributed as dist
+
     from p2p.training.config import World
     from p2p.training.distributed import close_process_group, flagged_ranks, init_process_group
 
@@ -352,6 +354,7 @@ def check_export_from_gpu(ctx: Context) -> str:
 @check("opset17", needs=("torch", *EXPORT))
 def check_opset17(ctx: Context) -> str:
     import onnx
+
     from p2p.export.opset17 import tensorrt8_problems
 
     size = 64
@@ -370,6 +373,7 @@ def check_opset17(ctx: Context) -> str:
 def check_fp16_norm_onnx(ctx: Context) -> str:
     import onnx
     import onnxruntime as ort
+
     from p2p.export.fp16 import FP16_TOLERANCE, norm_nodes
     from p2p.runtime import contract
 
@@ -440,11 +444,11 @@ def check_tensorrt_opset17(ctx: Context) -> str:
 @check("tensorrt-fp16-norm", needs=("torch", *EXPORT, "tensorrt", "cuda"), gpu=True)
 def check_tensorrt_fp16_norm(ctx: Context) -> str:
     torch = ctx.torch
+    import tensorrt
+
     from p2p.export.fp16 import FP16_TOLERANCE
     from p2p.export.onnx_export import export_onnx
     from p2p.export.tensorrt_build import installed_tensorrt, trt_major
-
-    import tensorrt
     if trt_major(tensorrt) >= 11:
         raise Skip(f"TensorRT {installed_tensorrt()} is strongly typed: precision comes from the FP16 ONNX "
                    "(fp16-norm-onnx)")
@@ -462,6 +466,7 @@ def check_tensorrt_fp16_norm(ctx: Context) -> str:
 # --- ONNX Runtime -------------------------------------------------------------------------------------
 def ort_provider_check(ctx: Context, backend_name: str, tolerance: float) -> str:
     import onnxruntime as ort
+
     from p2p.runtime.ort_backend import PROVIDERS, OrtBackend, load_gpu_libraries
 
     provider = PROVIDERS[backend_name]
@@ -490,6 +495,7 @@ def check_ort_tensorrt(ctx: Context) -> str:
 @check("ort-fallback", needs=("onnxruntime",))
 def check_ort_fallback(ctx: Context) -> str:
     import onnxruntime as ort
+
     from p2p.runtime.ort_backend import can_disable_fallback
     from p2p.runtime.trt_backend import version_tuple
 

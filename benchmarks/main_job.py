@@ -30,6 +30,7 @@ CANDIDATES = [(128, 64, 64), (128, 32, 32), (128, 16, 16), (256, 16, 16)]
 def seconds_per_iteration(candidates, threads: int, steps: int = 6) -> dict:
     """Median s/iter of each candidate's full D+G step, measured round by round (load hits all alike)."""
     import torch
+
     from p2p.training.config import TrainConfig, default_data_dir
     from p2p.training.trainer import Trainer
 

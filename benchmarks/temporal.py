@@ -272,7 +272,7 @@ def main(argv=None) -> int:
         gains = ", ".join(f"{s:g}: {100 * (1 - e[f'fixed + temporal {s:g}'] / e['fixed']):.0f}% lower" for s in strengths)
         lines.append(f"| {model_name} | {clip} | {frames_of[clip]} | {e[INPUT]:.5f} | "
                      + " | ".join(f"{e[n]:.5f}" for n in names) + f" | {gains} |")
-    lines += ["", f"Restarts of the blend (scene cut or jump detected): "
+    lines += ["", "Restarts of the blend (scene cut or jump detected): "
               + "; ".join(f"{m} {c}: {', '.join(f'{k.split()[-1]} → {v}' for k, v in cc.items())}"
                           for (m, c), cc in cuts.items()), ""]
     goals = []

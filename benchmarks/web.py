@@ -40,6 +40,7 @@ SIZE = 256
 def full_model(folder: Path) -> Path:
     """The paper's generator at 256² (ngf 64), random weights, exported by p2p's exporter."""
     import torch
+
     from p2p.export.onnx_export import export_onnx
     from p2p.runtime.spec import ModelSpec
     from p2p.training.models import Generator, init_weights
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    lines = [f"# The model in the browser (benchmarks/web.py)", "",
+    lines = ["# The model in the browser (benchmarks/web.py)", "",
              f"onnxruntime-web {ortweb.VERSION} (WebAssembly, SIMD) in headless Chromium "
              f"({chromium_version()}) against onnxruntime {ort.__version__} (CPU provider) in Python, on this "
              f"machine ({cpu_name()}, {os.cpu_count()} CPUs), in one run, interleaved: {args.rounds} rounds; each number is the median "

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import click
+
 from p2p.runtime.cli_errors import user_errors
 
 from .evaluate import default_report_dir, earlier_report, evaluate, finite, open_model, summary_lines, write_outputs

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+from tqdm import tqdm
+
 from p2p.runtime.artifacts import MODEL_SUFFIXES, ArtifactError
 from p2p.runtime.errors import BackendUnavailable, UserError, first_line
 from p2p.runtime.files import output_error, write_atomic
@@ -26,7 +28,6 @@ from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.runtime.translator import Translator
-from tqdm import tqdm
 
 from . import metrics as M
 from .html_report import std_heatmap, write_report
@@ -57,6 +58,7 @@ class TorchModel:
     def __init__(self, path: Path, device: str = "cpu"):
         # torch and training only for checkpoints: exported models are scored without them
         import torch
+
         from p2p.training.checkpoint import load_generator
 
         self._torch = torch

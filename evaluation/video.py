@@ -13,11 +13,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
 from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.masks import NOISE_MODES
 from p2p.runtime.translator import Translator
 from p2p.runtime.warping_error import INPUT, METRIC_FLOW, METRIC_WIDTH, measure, read_clip
-from tqdm import tqdm
 
 from .evaluate import ArtifactModel, EvalError, Model, finite
 from .html_report import warping_plot_png, write_video_report

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
 from p2p.runtime import contract
 from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
 from p2p.runtime.spec import ModelSpec

@@ -18,13 +18,13 @@ import warnings
 from pathlib import Path
 
 import onnx
+
 from p2p.runtime import contract
 from p2p.runtime.artifacts import read_onnx_metadata
 from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.integrity import ONNX_KEY, seal_onnx
 from p2p.runtime.spec import ModelSpec, SpecError
-
 
 OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 10+ and ORT 1.14+ read it
 OPSETS = (17, 18)  # 17: rewritten for TensorRT 8.6's parser (export/opset17.py)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+
 from p2p.runtime import contract
 
 from .fp16 import FP16_TOLERANCE

@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import dropout_output_shapes, shared_data
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import dropout_output_shapes, shared_data
 from p2p.runtime import contract, ort_tuning
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.models import Generator, count_parameters, init_weights

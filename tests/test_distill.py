@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import one_line_error, shared_data
+
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.cli import main
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import shared_data
+
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.distributed import World
 from p2p.training.models import MaskDropout
@@ -106,7 +106,7 @@ def test_module_entry_point_takes_the_same_flags():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_step_keeps_losses_finite(tmp_path, dtype):
-    from p2p.training.cli import default_data_dir
+    from p2p.training.config import default_data_dir
 
     t = Trainer(TrainConfig(data=str(default_data_dir()), out=str(tmp_path), task="edges", size=32, ngf=4, ndf=4,
                             progress=False))

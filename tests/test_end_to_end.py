@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import cv2
-
 from conftest import shared_data
 
 

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT, shared_data
-from p2p.runtime import contract
+
 from p2p.evaluation import metrics as M
 from p2p.evaluation import segmenter as S
 from p2p.evaluation.cli import main as eval_main
+from p2p.runtime import contract
 from p2p.runtime.web.browser import FLAGS
 
 # the flags the CI notes prescribe for a sandboxed, offline headless Chromium
@@ -231,8 +231,8 @@ def test_segmentation_score_in_report(tiny_facades, tmp_path):
 
 def test_colorisation_reports_histogram_intersection(tmp_path):
     """evaluate() with a stand-in colouriser that predicts no colour (ab = 0): grey outputs."""
-    from p2p.runtime.spec import ModelSpec
     from p2p.evaluation.evaluate import evaluate
+    from p2p.runtime.spec import ModelSpec
 
     class Grey:
         spec = ModelSpec.for_task("colorize", 64)

@@ -17,10 +17,10 @@ import torch
 from click.testing import CliRunner
 from conftest import one_line_error
 from onnx import TensorProto, helper
+
 from p2p.export.cli import main as cli
-from p2p.export.fp16 import FP16_TOLERANCE
+from p2p.export.fp16 import FP16_TOLERANCE, to_fp16
 from p2p.export.int8 import compare, quantize_int8
-from p2p.export.fp16 import to_fp16
 from p2p.export.onnx_export import (
     ExportError,
     all_nodes,

@@ -10,16 +10,14 @@ import os
 import socket
 import subprocess
 import sys
-import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from click.testing import CliRunner
-
 from conftest import one_line_error
+
 from p2p.training import trainer as trainer_module
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.cli import main
@@ -96,8 +94,10 @@ def free_port() -> int:
 def _rank_worker(rank: int, world: int, port: int, out: str, mode: str) -> None:
     """One rank of a 2-process run; writes what it saw to out/rank{rank}.json."""
     import torch.distributed as dist
-    from p2p.training.config import World, default_data_dir
-    from p2p.training.session import TrainError, configure, train as run_training
+
+    from p2p.training.config import World
+    from p2p.training.session import TrainError, configure
+    from p2p.training.session import train as run_training
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)

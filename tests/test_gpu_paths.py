@@ -13,22 +13,22 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tomllib
 import torch
-
 from conftest import ROOT
+from test_runtime import export_tiny
+
 from p2p.runtime import Translator, contract, install_hints, ort_backend, trt_backend
 from p2p.runtime.errors import BackendUnavailable
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.config import default_data_dir
 from p2p.training.trainer import TrainConfig, Trainer, restore_rng
-from test_runtime import export_tiny
 
 GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 

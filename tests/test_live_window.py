@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import shared_data
+
 from p2p.video.display import fit_size, has_gui, key_name
 
 TOOLS = ("Xvfb", "openbox", "xdotool", "xwd", "xwininfo", "tesseract")

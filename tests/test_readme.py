@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SHARED_DATA
 
 COMMANDS = ("p2p-train", "p2p-export", "p2p-live", "p2p-video", "p2p-translate", "p2p-eval", "p2p-web")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import TINY, one_line_error, tree_bytes
+
 from p2p.training import trainer as trainer_module
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.cli import main

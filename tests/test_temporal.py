@@ -10,16 +10,16 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import shared_data
+from test_eval import tiny_data, tiny_facades  # noqa: F401 (fixtures: a 2-iteration run and its ONNX)
+from test_runtime import export_tiny
+
+from p2p.evaluation.cli import main as eval_main
 from p2p.runtime.flow import FlowEstimator, consistent, warp
 from p2p.runtime.temporal import Stabilizer
 from p2p.runtime.translator import Translator
 from p2p.runtime.warping_error import WarpingError, clip_warping_error, read_clip
-from p2p.evaluation.cli import main as eval_main
 from p2p.video.cli import video_main
-from test_eval import tiny_data, tiny_facades  # noqa: F401 (fixtures: a 2-iteration run and its ONNX)
-from test_runtime import export_tiny
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import click
+
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.pairs import LAYOUTS
 from p2p.runtime.spec import BLOCKS
 
-from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, world_from_env
+from .config import OBJECTIVES, PATCH_SIZES, ConfigError, world_from_env
 
 EXAMPLE = """
 \b
@@ -158,7 +159,7 @@ def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, st
                 return exc.status
             except KeyboardInterrupt:  # a second signal before the run began
                 there = Path(cfg.out, "checkpoint.pt")
-                log(f"\nStopped before training began: "
+                log("\nStopped before training began: "
                     + (f"{there} is intact" if there.exists() else "no checkpoint was written"))
                 return stop.status
     except click.ClickException as exc:
@@ -179,7 +180,7 @@ def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, st
     log(f"\nDone: {result['iteration']} iterations, validation L1 {result['val_l1']:.3f}. What next:\n"
         + (f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
         + f"  export    p2p-export {cfg.out} --verify          (writes {Path(cfg.out) / 'model.onnx'})\n"
-        + f"  go live   p2p-live --camera 0                 (or --source a video; it picks the newest export)\n"
+        + "  go live   p2p-live --camera 0                 (or --source a video; it picks the newest export)\n"
         + f"  score     p2p-eval {cfg.out} --data {cfg.data}")
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))

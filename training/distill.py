@@ -18,11 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from p2p.runtime import contract
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import file_sha256
 from p2p.runtime.spec import ModelSpec
-from torch import nn
 
 from .checkpoint import CheckpointError, checkpoint_path, load_generator
 

@@ -18,8 +18,8 @@ from typing import Callable
 from p2p.runtime.pairs import DataError
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, CorruptCheckpoint, load_checkpoint, previous_checkpoint
-from .distill import TeacherError
 from .config import RESUME_CHANGEABLE, ConfigError, TrainConfig, default_data_dir
+from .distill import TeacherError
 from .distributed import World, close_process_group, gather_objects, init_process_group
 from .run_folder import CLAIM_ENV, RunFolderError, RunLock, check_free, claim
 from .stopping import SIGNALS, StopSignals, die_with_parent

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
 from p2p.runtime.errors import OutputError, UserError, first_line
 from p2p.runtime.files import append_line, output_error, read_jsonl, write_atomic
 from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, InputDataset, PairDataset, resolve_split
 from p2p.runtime.spec import ModelSpec
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .config import TrainConfig
@@ -38,7 +39,6 @@ from .report import plot_losses, write_sample_grid
 from .run_folder import LOG_NAME
 from .stopping import StopSignals
 from .tensorboard import TensorBoardLog
-
 
 VAL_SEED = 0  # the masks of validation (and p2p-eval's default --seed)
 PACE_PROBE = 5  # iterations timed before the expected duration is said

@@ -15,6 +15,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+
 from p2p.runtime.errors import UserError
 
 GSTREAMER_HINT = ("this OpenCV has no GStreamer support (pip's opencv wheels never do), so a pipeline "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from p2p.runtime.errors import UserError
 
 from .x11 import X11

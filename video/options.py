@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from p2p.runtime.backends import BACKENDS
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.masks import NOISE_MODES
