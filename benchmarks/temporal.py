@@ -209,7 +209,7 @@ def strip(models: dict[str, dict[str, Translator]], strength_name: str, clip: Pa
 
 
 # --- the report ---------------------------------------------------------------------------------------
-def main(argv=None) -> int:
+def main(argv=None) -> int:  # noqa: C901
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--strengths", default="0.5,0.8", help="two (or more) stabilisation strengths")
     ap.add_argument("--iters", type=int, default=240, help="training iterations of the benchmark's own model")

@@ -139,7 +139,7 @@ def screenshot(driver, url: str, path: Path) -> None:
     driver.save_screenshot(str(path))
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> int:  # noqa: C901
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="0: only the screenshot")
     ap.add_argument("--demo-runs", type=int, default=30, help="browser and Python runs per round, demo model")

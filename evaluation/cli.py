@@ -37,7 +37,8 @@ Examples:
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=None,
               help="Which half of the data is the input. Default: the model's own (from its spec).")
 @click.option("--split", default="val", show_default=True, help="Sub-folder of --data to score.")
-@click.option("--layout", type=click.Choice(["auto", "aligned", "folders", "photos"]), default="auto", show_default=True)
+@click.option("--layout", type=click.Choice(["auto", "aligned", "folders", "photos"]), default="auto",
+              show_default=True)
 @click.option("--size", type=click.IntRange(1), default=None, help="Evaluation size. Default: the training size.")
 @click.option("--noise", type=click.Choice(["per-frame", "fixed", "off"]), default="per-frame", show_default=True,
               help="per-frame: the paper's test-time dropout; off: deterministic (masks of ones).")

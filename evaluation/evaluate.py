@@ -120,7 +120,7 @@ def open_model(path: Path, backend: str = "auto") -> Model:
 
 
 # --- the evaluation ------------------------------------------------------------------
-def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,
+def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,  # noqa: C901
              layout: str = "auto", noise: str = "per-frame", samples: int = 4, seed: int = 0,
              limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config: dict | None = None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
@@ -293,7 +293,8 @@ def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
 
 def summary_lines(results: dict) -> list[str]:
     m = results["metrics"]
-    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {results['size']}², noise {results['noise']}):",
+    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {results['size']}², "
+             f"noise {results['noise']}):",
              f"  L1 {m['l1']:.4f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}"
              + (f"  dropout std {m['dropout_std']:.4f}" if m.get("dropout_std") is not None else "")]
     if "histogram_intersection" in m:
@@ -303,6 +304,6 @@ def summary_lines(results: dict) -> list[str]:
         s = results["segmentation"]
         for name in ("generated", "real"):
             v = s[name]
-            lines.append(f"  segmentation ({name:9s}) per-pixel {v['per_pixel_acc']:.3f}  per-class {v['per_class_acc']:.3f}  "
-                         f"IoU {v['class_iou']:.3f}")
+            lines.append(f"  segmentation ({name:9s}) per-pixel {v['per_pixel_acc']:.3f}  "
+                         f"per-class {v['per_class_acc']:.3f}  IoU {v['class_iou']:.3f}")
     return lines

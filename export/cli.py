@@ -67,7 +67,7 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 @click.option("--web-fp16", is_flag=True,
               help="--web: the page's model stores its weights as float16 (half the download; computed in "
                    "float32; outputs within ~2e-3 of the fp32 model's).")
-def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
+def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,  # noqa: C901
          timing_cache, workspace, int8, calib, norm, opset, web, web_fp16):
     """Export a p2p-train checkpoint to ONNX (and optionally a TensorRT engine), dropout preserved.
 

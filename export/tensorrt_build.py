@@ -101,8 +101,9 @@ def import_tensorrt():
     except ImportError as exc:
         raise TensorRTUnavailable(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from None
     if version_tuple(trt.__version__) < MIN_TENSORRT:
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old to build p2p engines (8.5 or later; JetPack 6 "
-                                  "ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file with ONNX Runtime")
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old to build p2p engines (8.5 or later; "
+                                  "JetPack 6 ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file with "
+                                  "ONNX Runtime")
     logger = trt.Logger(trt.Logger.WARNING)
     try:
         builder = trt.Builder(logger)
@@ -135,7 +136,7 @@ def default_timing_cache(trt) -> Path:
     return base / "p2p" / f"tensorrt-{trt.__version__}.timing-cache"
 
 
-def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: bool = False,
+def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: bool = False,  # noqa: C901
                  fp16_onnx_path=None, timing_cache=None, workspace_gb: float | None = None,
                  log=print) -> Path:
     """Build ``engine_path`` (+ ``.json``) from ``onnx_path``; returns the engine path.
@@ -257,7 +258,8 @@ def pin_norm_fp32(trt, network, config, norms: list[list[onnx.NodeProto]]) -> li
             found |= owners
     if names - found:
         raise ExportError(f"no TensorRT layer found for normalisation nodes {', '.join(sorted(names - found)[:4])}: "
-                          "an FP16 engine would compute their statistics in fp16; build an fp32 engine (leave out --fp16)")
+                          "an FP16 engine would compute their statistics in fp16; build an fp32 engine "
+                          "(leave out --fp16)")
     if pinned:  # obey where TensorRT has it: fp32 always has an implementation, so it cannot fail the build
         flag = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None) or getattr(
             trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS", None)

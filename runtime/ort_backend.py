@@ -139,7 +139,7 @@ class OrtBackend:
     function of the spec, or None for the training size.
     """
 
-    def __init__(self, path: Path, provider: str = "auto", *, threads: int | None = None,
+    def __init__(self, path: Path, provider: str = "auto", *, threads: int | None = None,  # noqa: C901
                  optimization: str = "all", spinning: bool = True, trt_cache: Path | None = None,
                  profile: ShapeLimits | Callable[[ModelSpec], ShapeLimits] | None = None):
         self.path = Path(path)

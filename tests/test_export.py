@@ -564,7 +564,7 @@ class FakeTensorRT:
     no layer. ``node_layers`` maps each node's name to its layer.
     """
 
-    def __init__(self, version: str):
+    def __init__(self, version: str):  # noqa: C901
         import importlib.machinery
         import types
         self.__version__ = version

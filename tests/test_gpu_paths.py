@@ -54,7 +54,7 @@ class FakeGpuOrt:
     without that function. Sessions really run, on the CPU.
     """
 
-    def __init__(self, monkeypatch, starts=("CPUExecutionProvider",), raises=(), version="1.32.0",
+    def __init__(self, monkeypatch, starts=("CPUExecutionProvider",), raises=(), version="1.32.0",  # noqa: C901
                  preload_failures=()):
         self.requests: list[list] = []
         self.kwargs: list[dict] = []

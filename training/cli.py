@@ -39,7 +39,8 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
               help="paired: A|B images or A/ B/ folders; edges: Canny edges→photo; colorize: L→ab (from photos).")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
 @click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
-              help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task edges/colorize.")
+              help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task "
+                   "edges/colorize.")
 @click.option("--size", type=int, default=256, show_default=True, help="Training crop (a power of two).")
 @click.option("--batch-size", type=click.IntRange(1, 64), default=1, show_default=True,
               help="The paper uses 1 to 10.")
@@ -75,7 +76,8 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
 @click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over the global batch of all processes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading processes.")
-@click.option("--save-every", type=click.IntRange(1), default=500, show_default=True, help="Checkpoint every N iterations.")
+@click.option("--save-every", type=click.IntRange(1), default=500, show_default=True,
+              help="Checkpoint every N iterations.")
 @click.option("--sample-every", type=click.IntRange(1), default=200, show_default=True,
               help="Sample grid and validation L1 every N iterations.")
 @click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)

@@ -192,7 +192,8 @@ def size_words(n: int) -> str:
 def _refuse_a_run(folder: Path) -> None:
     found = describe_run(folder)
     if found:
-        ways = f"continue it with p2p-train --out {folder} --resume, or " if (folder / CHECKPOINT_NAME).is_file() else ""
+        resumable = (folder / CHECKPOINT_NAME).is_file()
+        ways = f"continue it with p2p-train --out {folder} --resume, or " if resumable else ""
         raise RunFolderError(f"{folder} already holds a run ({found}): {ways}start again with --overwrite "
                              f"(which deletes its {OVERWRITE_HELP})")
 

@@ -28,7 +28,7 @@ from .trainer import StoppedAtOnce, Trainer, TrainError, resolve_device
 STATUS_ENV = "P2P_LAUNCH_STATUS"  # under p2p-train --nproc: the file where rank 0 leaves its exit status
 
 
-def configure(options: dict, given: set[str], resume: bool,
+def configure(options: dict, given: set[str], resume: bool,  # noqa: C901
               log: Callable[[str], None] = print) -> tuple[TrainConfig, dict | None]:
     """The run's configuration and, with ``resume``, the checkpoint it continues from (read once: it is large).
 

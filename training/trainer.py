@@ -523,7 +523,7 @@ class Trainer:
             if owner:
                 self.stop.restore()
 
-    def _run(self) -> dict:
+    def _run(self) -> dict:  # noqa: C901
         cfg = self.cfg
         if self.main:  # p2p-train claimed it already; a Trainer used on its own makes it here
             try:
@@ -558,7 +558,8 @@ class Trainer:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 has_target = has_target.to(self.device) if self.teacher is not None else None
                 if cfg.channels_last:
-                    x, y = x.contiguous(memory_format=torch.channels_last), y.contiguous(memory_format=torch.channels_last)
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    y = y.contiguous(memory_format=torch.channels_last)
                 lr = self.lr_at(it)
                 for opt in (self.opt_g, self.opt_d):
                     if opt:

@@ -185,7 +185,7 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
         f"({translator.describe()}; {reader.dropped} source frames skipped to stay live{paused})")
 
 
-def _loop(reader, translator, window, recorder, meter, max_frames, saver, temporal: float) -> None:
+def _loop(reader, translator, window, recorder, meter, max_frames, saver, temporal: float) -> None:  # noqa: C901
     frame = view = None
     paused, last_print = False, time.perf_counter()
     try:

@@ -264,7 +264,7 @@ class _Stage(threading.Thread):
             self._halt.set()
 
 
-def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = False,
+def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = False,  # noqa: C901
                     max_frames: int | None = None, on_open: Callable[[int | None, float], None] | None = None,
                     on_frame: Callable[[], None] | None = None, queue_size: int = 4) -> VideoStats:
     """Translate ``src`` into ``dst`` frame by frame. ``on_open(total, fps)`` and ``on_frame()`` feed a progress bar.
