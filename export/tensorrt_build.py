@@ -83,17 +83,6 @@ def parse_nhw(text: str) -> tuple[int, int, int]:
     return tuple(int(g) for g in m.groups())
 
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """'256x256,512x768' → [(256, 256), (512, 768)] as (height, width)."""
-    sizes = []
-    for part in (text or "").split(","):
-        m = re.fullmatch(r"\s*(\d+)[x×](\d+)\s*", part)
-        if not m:
-            raise SpecError(f"size {part.strip()!r} is not HEIGHTxWIDTH (e.g. 256x256,512x768)")
-        sizes.append((int(m.group(1)), int(m.group(2))))
-    return sizes
-
-
 def import_tensorrt():
     """``tensorrt`` and a usable Builder, or TensorRTUnavailable saying what is missing."""
     try:

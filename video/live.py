@@ -8,12 +8,13 @@ import click
 import cv2
 import numpy as np
 
+from p2p.runtime import cli_options as o
 from p2p.runtime import trt_backend
 from p2p.runtime.artifacts import default_model, demo_model, find_models
 
 from .capture import LatestFrameReader, parse_source
 from .display import FpsMeter, Window, side_by_side
-from .options import model_options, open_translator, temporal_option, user_errors
+from .options import model_options, open_translator, user_errors
 from .pipeline import VideoOutput, check_output
 
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
@@ -126,7 +127,7 @@ def say(message: str) -> None:
 @click.option("--runs", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"), show_default=True,
               help="Where to look for the newest exported model when MODEL is not given.")
 @model_options(noise_default="fixed")
-@temporal_option
+@o.temporal_option()
 def main(model, camera, source, headless, record, max_frames, snapshots, runs, **opts):
     """Translate a live camera with MODEL (.onnx or .engine), frame by frame.
 
