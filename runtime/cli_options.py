@@ -122,7 +122,7 @@ def backend_option(help: str = "", *, default: str = "auto"):
                                      "CPU provider, the best one installed.")
 
 
-def seed_option(help: str = "Seeds the dropout noise (and, in training, everything random).", *,
+def seed_option(help: str = "Seeds the dropout noise.", *,
                 default: int = DEFAULT_SEED):
     return click.option("--seed", type=int, default=default, show_default=True, help=help)
 
