@@ -1,6 +1,7 @@
 """p2p-export: checkpoint → model.onnx (masks as inputs, spec inside) [→ model.engine]."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -125,7 +126,8 @@ def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, op
             raise output_error(exc, exc.filename or onnx_path) from exc
         if web is not None:
             build_web_folder(onnx_path, web, fp16=web_fp16)
-            _log(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with p2p-web {web}")
+            _log(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with {o.runnable('p2p-web')} "
+                 f"{shlex.quote(str(web))}")
 
 
 def _log(line: str) -> None:

@@ -11,7 +11,11 @@ Torch-free (runtime/ goes on a Jetson): click only.
 from __future__ import annotations
 
 import functools
+import os
 import re
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -180,3 +184,25 @@ def resolve_aliases(f):
 
 def _alias_key(target: str, old: str) -> str:
     return f"alias__{target}__{old.lstrip('-').replace('-', '_')}"
+
+
+def runnable(name: str, argv0: str | None = None) -> str:
+    """How to call the p2p command ``name`` so that a suggested command runs as printed.
+
+    The way this command was called: ``.venv/bin/p2p-train`` suggests ``.venv/bin/p2p-export``; a bare
+    ``p2p-train`` (on PATH) suggests ``p2p-export``. Called some other way (python -m, a test), the
+    command on PATH if there is one, else the script beside this Python.
+    """
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    head, tail = os.path.split(argv0)
+    if tail.startswith("p2p-"):
+        return shlex.quote(os.path.join(head, name) if head else name)
+    if shutil.which(name):
+        return name
+    sibling = Path(sys.executable).with_name(name)
+    if sibling.exists():
+        try:
+            return shlex.quote(os.path.relpath(sibling))
+        except ValueError:  # another drive (Windows)
+            return shlex.quote(str(sibling))
+    return name

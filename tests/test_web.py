@@ -396,7 +396,7 @@ def test_cli_refuses_what_it_cannot_serve_in_one_line(tmp_path, demo_folder):
 def test_missing_onnxruntime_web_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_WEB_RUNTIME", str(tmp_path / "nothing"))
     line = one_line_error(CliRunner().invoke(web_main, [str(demo_model())]))
-    assert "onnxruntime-web" in line and ortweb.FETCH_COMMAND in line, line
+    assert "onnxruntime-web" in line and "p2p-web --fetch-runtime" in line, line
 
 
 def test_p2p_export_web_writes_the_folder(tmp_path):

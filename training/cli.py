@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -197,20 +198,27 @@ def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, st
     if world.rank != 0:
         return 0
     if result["interrupted"]:
-        how = f"continue with: p2p-train --out {cfg.out} --resume"
+        how = f"continue with: {o.runnable('p2p-train')} --out {shlex.quote(str(cfg.out))} --resume"
         log(f"\nStopped by {stop.name} at iteration {result['iteration']}: "
             + (f"checkpoint saved to {result['checkpoint']}; {how}" if result["checkpoint"] else
                "before the first iteration, nothing to save"))
         return stop.status
-    samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
     log(f"\nDone: {result['iteration']} iterations, validation L1 {result['val_l1']:.3f}. What next:\n"
-        + (f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
-        + f"  export    p2p-export {cfg.out} --verify          (writes {Path(cfg.out) / 'model.onnx'})\n"
-        + "  go live   p2p-live --camera 0                 (or --source a video; it picks the newest export)\n"
-        + f"  score     p2p-eval {cfg.out} --data {cfg.data}")
+        + next_steps(cfg))
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
     return 0
+
+
+def next_steps(cfg) -> str:
+    """The commands that follow a run, each runnable as printed (called the way p2p-train was)."""
+    samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
+    out, data = shlex.quote(str(cfg.out)), shlex.quote(str(cfg.data))
+    return ((f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
+            + f"  export    {o.runnable('p2p-export')} {out} --verify   (writes {Path(cfg.out) / 'model.onnx'})\n"
+            + f"  go live   {o.runnable('p2p-live')} --camera 0        (or --source a video; it picks the newest "
+              "export)\n"
+            + f"  score     {o.runnable('p2p-eval')} {out} --data {data}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from p2p.runtime.cli_options import runnable
 from p2p.runtime.errors import OutputError, UserError, first_line
 from p2p.runtime.files import append_line, output_error, read_jsonl, write_atomic
 from p2p.runtime.masks import MaskSampler
@@ -390,7 +392,7 @@ class Trainer:
 
     def how_to_continue(self) -> str:
         if self.saved_iteration is not None or (self.out / CHECKPOINT_NAME).exists():
-            return f"continue with: p2p-train --out {self.out} --resume"
+            return f"continue with: {runnable('p2p-train')} --out {shlex.quote(str(self.out))} --resume"
         return "then start the run again"
 
     def _write(self, fn, *args):
