@@ -65,8 +65,8 @@ def runtime_files(folder: Path | None = None) -> Path:
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise RuntimeMissing(f"onnxruntime-web {VERSION} is not installed in {folder} (missing {missing[0]}): "
-                             f"run `{runnable('p2p-web')} --fetch-runtime` once (./install.sh does it; it downloads {PACKAGE} "
-                             "from the npm registry)")
+                             f"run `{runnable('p2p-web')} --fetch-runtime` once (./install.sh does it; it downloads "
+                             f"{PACKAGE} from the npm registry)")
     return folder
 
 
