@@ -115,8 +115,11 @@ def say(message: str) -> None:
 @click.option("--camera", type=click.IntRange(0), default=None, metavar="N",
               help="Camera index (default 0 when no --source).")
 @click.option("--source", default=None, metavar="FILE|URL|PIPELINE",
-              help="A video file (replayed at its frame rate), a stream URL (rtsp://, http://), or a GStreamer "
-                   "pipeline ending in appsink (e.g. a Jetson CSI camera; see the README).")
+              help="A video file (played on its own timeline, like a camera), a stream URL (rtsp://, http://), or "
+                   "a GStreamer pipeline ending in appsink (e.g. a Jetson CSI camera; see the README).")
+@click.option("--as-fast-as-possible", "fast", is_flag=True,
+              help="A video file: translate every frame as fast as the model goes instead of at the file's frame "
+                   "rate (cameras and streams always come as fast as they deliver).")
 @click.option("--headless", is_flag=True,
               help="No window (servers, SSH, Docker): print the frame rate instead; Ctrl+C stops.")
 @click.option("--record", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -128,7 +131,7 @@ def say(message: str) -> None:
               help="Where to look for the newest exported model when MODEL is not given.")
 @model_options(noise_default="fixed")
 @o.temporal_option()
-def main(model, camera, source, headless, record, max_frames, snapshots, runs, **opts):
+def main(model, camera, source, fast, headless, record, max_frames, snapshots, runs, **opts):
     """Translate a live camera with MODEL (.onnx or .engine), frame by frame.
 
     Without MODEL: the newest model exported under ./runs, else the demo model
@@ -153,7 +156,7 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
     with user_errors():
         recorder = Recorder(record) if record else None
         src = parse_source(camera, source)
-        reader = LatestFrameReader(src, on_event=say)
+        reader = LatestFrameReader(src, on_event=say, pace=not fast)
     window = None
     try:
         with user_errors():
