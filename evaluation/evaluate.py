@@ -120,7 +120,7 @@ def open_model(path: Path, backend: str = "auto") -> Model:
 
 
 # --- the evaluation ------------------------------------------------------------------
-def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,  # noqa: C901
+def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,
              layout: str = "auto", noise: str = "per-frame", samples: int = 4, seed: int = 0,
              limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config: dict | None = None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
@@ -128,66 +128,81 @@ def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | N
     spec = model.spec
     size = size or spec.image_size
     direction = direction or spec.direction
-    try:
-        spec.check_size(size, size)
-        # the same spec with the evaluation size and the data's direction: drives PairDataset only
-        data_spec = ModelSpec(**{**spec.to_dict(), "image_size": size, "direction": direction})
-        folder = resolve_split(Path(data), split)
-        ds = PairDataset(folder, data_spec, layout, jitter=False)
-    except (SpecError, DataError) as exc:
-        raise EvalError(str(exc)) from None
+    ds = _pairs(spec, data, split, size, direction, layout)
     warnings = data_fit_warnings(spec, ds)
     for line in warnings:
         if log:
             log(f"warning: {line}")
-    n = min(len(ds), limit) if limit else len(ds)
     if noise != "per-frame":
         samples = 1  # fixed or no masks: every sample would be the same image
-    sampler = MaskSampler(spec, noise, seed)
-
-    seg = None
-    if segmenter:
-        seg = _SegmentationScore(spec, data, direction, seg_config or {}, cache, log)
-    running = M.Running()
-    colour = spec.task == "colorize"
-    out_imgs, target_imgs, page = [], [], []
-    per_image = []
+    seg = _SegmentationScore(spec, data, direction, seg_config or {}, cache, log) if segmenter else None
+    scores = _Scores(model, spec, MaskSampler(spec, noise, seed), size, samples, seg, rows)
     t0 = time.perf_counter()
+    n = min(len(ds), limit) if limit else len(ds)
     for i in tqdm(range(n), disable=not progress, unit="img", dynamic_ncols=True, file=sys.stderr):
         try:
             x, y = ds[i]
         except DataError as exc:
             raise EvalError(str(exc)) from None
-        outs = [model.run(x[None], sampler(1, size, size))[0] for _ in range(max(samples, 1))]
-        out = outs[0]
-        out_img, target_img = output_to_bgr(out, spec, x), target_to_bgr(y, spec, x)
-        sample_imgs = np.stack([output_to_bgr(o, spec, x) for o in outs]) if len(outs) > 1 else None
-        row = running.add(out, y, out_img, target_img, sample_imgs)
-        row = {"name": ds.pairs[i].a.name, **row}
-        per_image.append(row)
-        if colour:
-            out_imgs.append(out_img)
-            target_imgs.append(target_img)
-        if seg is not None:
-            seg.add(x, out, y)
-        if len(page) < rows:
-            std = None
-            if sample_imgs is not None:
-                std = std_heatmap((sample_imgs.astype(np.float32) / 255.0).std(axis=0).mean(axis=2))
-            page.append({**row, "input": input_to_bgr(x, spec), "output": out_img, "target": target_img, "std": std})
-    summary = running.summary()
-    if colour:
-        summary["histogram_intersection"] = M.histogram_intersection(out_imgs, target_imgs)
+        scores.add(ds.pairs[i].a.name, x, y)
     results = {
         "model": str(model.path), "kind": model.kind, "backend": model.backend,
         "data": str(data), "split": split, "direction": direction, "size": size, "noise": noise,
-        "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": summary,
+        "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": scores.summary(),
         "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings,
     }
     if seg is not None:
         results["segmentation"] = seg.result()
-    results["per_image"] = per_image
-    return results, page
+    results["per_image"] = scores.per_image
+    return results, scores.page
+
+
+def _pairs(spec: ModelSpec, data: Path, split: str, size: int, direction: str, layout: str) -> PairDataset:
+    """The split's pairs at the evaluation size, read in the data's direction; EvalError if they cannot be."""
+    try:
+        spec.check_size(size, size)
+        # the same spec with the evaluation size and the data's direction: drives PairDataset only
+        data_spec = ModelSpec(**{**spec.to_dict(), "image_size": size, "direction": direction})
+        return PairDataset(resolve_split(Path(data), split), data_spec, layout, jitter=False)
+    except (SpecError, DataError) as exc:
+        raise EvalError(str(exc)) from None
+
+
+class _Scores:
+    """Per-image metrics (and dropout samples) of each translated pair, their summary, and the page's rows."""
+
+    def __init__(self, model: Model, spec: ModelSpec, sampler: MaskSampler, size: int, samples: int, seg, rows: int):
+        self.model, self.spec, self.sampler, self.size, self.samples = model, spec, sampler, size, samples
+        self.seg, self.rows = seg, rows
+        self.running = M.Running()
+        self.colour = spec.task == "colorize"
+        self.out_imgs, self.target_imgs, self.page, self.per_image = [], [], [], []
+
+    def add(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
+        spec, size = self.spec, self.size
+        outs = [self.model.run(x[None], self.sampler(1, size, size))[0] for _ in range(max(self.samples, 1))]
+        out = outs[0]
+        out_img, target_img = output_to_bgr(out, spec, x), target_to_bgr(y, spec, x)
+        sample_imgs = np.stack([output_to_bgr(o, spec, x) for o in outs]) if len(outs) > 1 else None
+        row = {"name": name, **self.running.add(out, y, out_img, target_img, sample_imgs)}
+        self.per_image.append(row)
+        if self.colour:
+            self.out_imgs.append(out_img)
+            self.target_imgs.append(target_img)
+        if self.seg is not None:
+            self.seg.add(x, out, y)
+        if len(self.page) < self.rows:
+            std = None
+            if sample_imgs is not None:
+                std = std_heatmap((sample_imgs.astype(np.float32) / 255.0).std(axis=0).mean(axis=2))
+            self.page.append({**row, "input": input_to_bgr(x, spec), "output": out_img, "target": target_img,
+                              "std": std})
+
+    def summary(self) -> dict:
+        summary = self.running.summary()
+        if self.colour:
+            summary["histogram_intersection"] = M.histogram_intersection(self.out_imgs, self.target_imgs)
+        return summary
 
 
 class _SegmentationScore:

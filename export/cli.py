@@ -72,7 +72,7 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 @click.option("--web-fp16", is_flag=True,
               help="--web: the page's model stores its weights as float16 (half the download; computed in "
                    "float32; outputs within ~2e-3 of the fp32 model's).")
-def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,  # noqa: C901
+def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
          timing_cache, workspace, int8, calib, norm, opset, web, web_fp16):
     """Export a p2p-train checkpoint to ONNX (and optionally a TensorRT engine), dropout preserved.
 
@@ -81,26 +81,11 @@ def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, op
     if out is None:  # beside the checkpoint: runs/NAME/model.onnx is what p2p-live finds under ./runs
         out = (run_or_checkpoint if run_or_checkpoint.is_dir() else run_or_checkpoint.parent) / "model.onnx"
     onnx_path, engine_path = _paths(out, trt)
-    profile_given = [s is not None for s in (min_shape, opt_shape, max_shape)]
-    if any(profile_given) and not all(profile_given):
-        raise click.UsageError("give all three of --min, --opt and --max (or --shapes)")
-    if shapes and any(profile_given):
-        raise click.UsageError("--shapes and --min/--opt/--max are alternatives; give one")
-    if (shapes or any(profile_given)) and not trt:
-        raise click.UsageError("--shapes/--min/--opt/--max describe the TensorRT engine: add --trt")
+    profile = _profile(trt, shapes, batch, min_shape, opt_shape, max_shape)
     if int8 and (fp16 or trt):
         raise click.UsageError("--int8 is for ONNX Runtime CPU; for TensorRT or GPUs use --fp16")
     if int8 != (calib is not None):
         raise click.UsageError("--int8 and --calib DIR go together")
-    try:
-        profile = None
-        if shapes:
-            profile = Shapes.from_sizes([(h, w) for w, h in shapes], batch)
-        elif min_shape:
-            profile = Shapes(parse_nhw(min_shape), parse_nhw(opt_shape), parse_nhw(max_shape))
-    except SpecError as exc:
-        raise click.UsageError(str(exc)) from None
-
     if web_fp16 and web is None:
         raise click.UsageError("--web-fp16 goes with --web DIR")
     if web is not None:
@@ -128,6 +113,25 @@ def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, op
             build_web_folder(onnx_path, web, fp16=web_fp16)
             _log(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with {o.runnable('p2p-web')} "
                  f"{shlex.quote(str(web))}")
+
+
+def _profile(trt: bool, shapes, batch: int, min_shape, opt_shape, max_shape) -> Shapes | None:
+    """The engine's shape profile from --shapes or --min/--opt/--max (None: the training size)."""
+    profile_given = [s is not None for s in (min_shape, opt_shape, max_shape)]
+    if any(profile_given) and not all(profile_given):
+        raise click.UsageError("give all three of --min, --opt and --max (or --shapes)")
+    if shapes and any(profile_given):
+        raise click.UsageError("--shapes and --min/--opt/--max are alternatives; give one")
+    if (shapes or any(profile_given)) and not trt:
+        raise click.UsageError("--shapes/--min/--opt/--max describe the TensorRT engine: add --trt")
+    try:
+        if shapes:
+            return Shapes.from_sizes([(h, w) for w, h in shapes], batch)
+        if min_shape:
+            return Shapes(parse_nhw(min_shape), parse_nhw(opt_shape), parse_nhw(max_shape))
+    except SpecError as exc:
+        raise click.UsageError(str(exc)) from None
+    return None
 
 
 def _log(line: str) -> None:

@@ -139,55 +139,15 @@ class OrtBackend:
     function of the spec, or None for the training size.
     """
 
-    def __init__(self, path: Path, provider: str = "auto", *, threads: int | None = None,  # noqa: C901
+    def __init__(self, path: Path, provider: str = "auto", *, threads: int | None = None,
                  optimization: str = "all", spinning: bool = True, trt_cache: Path | None = None,
                  profile: ShapeLimits | Callable[[ModelSpec], ShapeLimits] | None = None):
         self.path = Path(path)
         if self.path.is_file():
             check_onnx_file(self.path)  # a damaged file is refused before ONNX Runtime reads it
-        present = present_providers()
-        if provider == "auto":
-            candidates = [n for n in PROVIDERS if PROVIDERS[n] in present]
-        elif PROVIDERS[provider] not in present:
-            raise BackendUnavailable(
-                f"backend {provider} needs ONNX Runtime's {PROVIDERS[provider]}, but the installed "
-                f"onnxruntime has only {', '.join(present)}: install onnxruntime-gpu instead of "
-                "onnxruntime (never both), or pick another --backend")
-        else:
-            candidates = [provider]
         self.skipped: list[str] = []
         settings = _Settings(threads or 0, optimization, spinning, trt_cache, profile)
-        for name in candidates:
-            missing = load_gpu_libraries(name) if name != "ort-cpu" else []
-            try:
-                session = self._open(name, settings)
-            except _StartFailure as exc:
-                if name == "ort-cpu":
-                    raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
-                                        f"ONNX model?): {exc}") from None
-                reason = "; ".join([str(exc), *missing])
-                if provider != "auto":
-                    raise BackendUnavailable(f"backend {name} could not start ({reason}): it needs {NEEDS[name]}; "
-                                             "or pick --backend ort-cpu") from None
-                self.skipped.append(f"{name}: {reason}")
-                continue
-            used = session.get_providers()[0]
-            if used == PROVIDERS[name]:
-                break
-            if provider == "auto" and used in (PROVIDERS[c] for c in candidates):
-                # e.g. a TensorRT session that started on CUDA is a CUDA session, and says so
-                started = session.get_providers()
-                self.skipped += [f"{n}: did not start (the session runs on {used})" for n in CHAINS[name]
-                                 if PROVIDERS[n] not in started]
-                break
-            if provider != "auto":
-                seen = f" ({'; '.join(missing)})" if missing else ""
-                raise BackendUnavailable(
-                    f"backend {name} asked for, but ONNX Runtime could not start its {PROVIDERS[name]} (the session "
-                    f"would run on {used}){seen}: it needs {NEEDS[name]}; ONNX Runtime's log above says which part "
-                    "is missing; or pick --backend ort-cpu")
-            self.skipped.append(f"{name}: did not start (the session would run on {used})")
-        self.session = session
+        self.session, used = self._first_that_starts(provider, settings)
         self.name = next(n for n, p in PROVIDERS.items() if p == used)
         try:
             self.spec, self.precision = contract.read_metadata(self.session.get_modelmeta().custom_metadata_map,
@@ -208,6 +168,60 @@ class OrtBackend:
         self._binding = self.session.io_binding()
         self._out: np.ndarray | None = None
         self.limits = None  # any multiple of spec.multiple works
+
+    def _first_that_starts(self, provider: str, settings: "_Settings") -> tuple[ort.InferenceSession, str]:
+        """(session, the provider it runs on): ``provider``'s, or with "auto" the best one that starts.
+
+        What was tried and did not start is said in ``self.skipped``; a provider asked for by name that
+        does not start is BackendUnavailable.
+        """
+        present = present_providers()
+        if provider == "auto":
+            candidates = [n for n in PROVIDERS if PROVIDERS[n] in present]
+        elif PROVIDERS[provider] not in present:
+            raise BackendUnavailable(
+                f"backend {provider} needs ONNX Runtime's {PROVIDERS[provider]}, but the installed "
+                f"onnxruntime has only {', '.join(present)}: install onnxruntime-gpu instead of "
+                "onnxruntime (never both), or pick another --backend")
+        else:
+            candidates = [provider]
+        for name in candidates:
+            missing = load_gpu_libraries(name) if name != "ort-cpu" else []
+            session = self._start(name, provider, settings, missing)
+            if session is None:
+                continue
+            used = session.get_providers()[0]
+            if used == PROVIDERS[name]:
+                break
+            if provider == "auto" and used in (PROVIDERS[c] for c in candidates):
+                # e.g. a TensorRT session that started on CUDA is a CUDA session, and says so
+                started = session.get_providers()
+                self.skipped += [f"{n}: did not start (the session runs on {used})" for n in CHAINS[name]
+                                 if PROVIDERS[n] not in started]
+                break
+            if provider != "auto":
+                seen = f" ({'; '.join(missing)})" if missing else ""
+                raise BackendUnavailable(
+                    f"backend {name} asked for, but ONNX Runtime could not start its {PROVIDERS[name]} (the session "
+                    f"would run on {used}){seen}: it needs {NEEDS[name]}; ONNX Runtime's log above says which part "
+                    "is missing; or pick --backend ort-cpu")
+            self.skipped.append(f"{name}: did not start (the session would run on {used})")
+        return session, used
+
+    def _start(self, name: str, provider: str, settings: "_Settings", missing: list[str]):
+        """A session on ``name``'s providers, or None (said in ``self.skipped``) when it fails to start."""
+        try:
+            return self._open(name, settings)
+        except _StartFailure as exc:
+            if name == "ort-cpu":
+                raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
+                                    f"ONNX model?): {exc}") from None
+            reason = "; ".join([str(exc), *missing])
+            if provider != "auto":
+                raise BackendUnavailable(f"backend {name} could not start ({reason}): it needs {NEEDS[name]}; "
+                                         "or pick --backend ort-cpu") from None
+            self.skipped.append(f"{name}: {reason}")
+            return None
 
     def _tuned(self, base: "_Settings") -> tuple[ort.InferenceSession, "_Settings"]:
         """The CPU session with the settings ort_tuning stored for this model, machine and frame shape

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 from conftest import one_line_error
 
+from p2p.training import steps as steps_module  # the objective: where the loss functions are called
 from p2p.training import trainer as trainer_module
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.cli import main
@@ -31,14 +32,14 @@ def train(*args: str):
 
 def nan_l1_from_call(monkeypatch, k: int) -> None:
     """Make G's L1 term NaN from its k-th call on (1-based): a run that diverges at iteration k."""
-    real, calls = trainer_module.l1_loss, {"n": 0}
+    real, calls = steps_module.l1_loss, {"n": 0}
 
     def l1(fake, target):
         calls["n"] += 1
         loss = real(fake, target)
         return loss * float("nan") if calls["n"] >= k else loss
 
-    monkeypatch.setattr(trainer_module, "l1_loss", l1)
+    monkeypatch.setattr(steps_module, "l1_loss", l1)
 
 
 def all_finite(state: dict) -> bool:
@@ -107,12 +108,12 @@ def _rank_worker(rank: int, world: int, port: int, out: str, mode: str) -> None:
     if mode == "nan-on-rank-1":
         opts["objective"] = "l1"
         if rank == 1:
-            real, calls = trainer_module.l1_loss, {"n": 0}
+            real, calls = steps_module.l1_loss, {"n": 0}
 
             def l1(fake, target):
                 calls["n"] += 1
                 return real(fake, target) * (float("nan") if calls["n"] >= 5 else 1.0)
-            trainer_module.l1_loss = l1
+            steps_module.l1_loss = l1
     try:
         cfg, state = configure(opts, set(), False, log=lambda m: None)
         run_training(cfg, state, World(rank, world, rank), warn=lambda m: None)

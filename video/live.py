@@ -189,50 +189,82 @@ def main(model, camera, source, fast, headless, record, max_frames, snapshots, r
         f"({translator.describe()}; {reader.dropped} source frames skipped to stay live{paused})")
 
 
-def _loop(reader, translator, window, recorder, meter, max_frames, saver, temporal: float) -> None:  # noqa: C901
-    frame = view = None
-    paused, last_print = False, time.perf_counter()
+def _loop(reader, translator, window, recorder, meter, max_frames, saver, temporal: float) -> None:
+    """Translate the newest frame, show it (or print the rate), act on keys, until the source, a key or a limit ends."""
+    session = _Session(reader, translator, window, recorder, meter, saver, temporal)
     try:
         while max_frames is None or meter.count < max_frames:
-            if not paused or view is None:
-                frame = reader.read()
-                if frame is None:  # a file source ended
-                    return
-                view = side_by_side(frame, translator.translate(frame))
-                fps = meter.tick()
-                if recorder:
-                    recorder.write(view, fps)
+            if (not session.paused or session.view is None) and not session.next_frame():
+                return  # a file source ended
             if window is None:
-                now = time.perf_counter()
-                if now - last_print >= 1.0:
-                    say(f"frame {meter.count}: {meter.fps:.1f} fps ({translator.describe()})")
-                    last_print = now
-                continue
-            status = f"{meter.fps:.1f} fps | {translator.describe()}" + (" | paused" if paused else "")
-            action = KEYS.get(window.show(view, status))
-            if window.closed or action == "quit":
+                session.print_rate()
+            elif not session.show():
                 return
-            if action == "pause":
-                paused = not paused
-                if paused:
-                    meter.pause()
-                else:
-                    meter.resume()
-                    translator.reset_temporal()  # the source moved on meanwhile: no blending across the gap
-            elif action in ("noise", "temporal"):
-                if action == "noise":
-                    say(f"noise: {translator.sampler.next_mode()}")
-                else:
-                    strength = translator.toggle_temporal(temporal)
-                    say(f"temporal stabilisation: {strength:g}" if strength else "temporal stabilisation: off")
-                if paused:  # show the held frame in the new mode
-                    view = side_by_side(frame, translator.translate(frame))
-            elif action == "snapshot":
-                try:
-                    say(f"saved {saver.save(view)}")
-                except OSError as exc:  # a full disk or a read-only folder must not end the session
-                    say(f"snapshot not saved: {exc}")
-            if paused:
-                time.sleep(0.03)  # nothing to translate: do not spin
     except KeyboardInterrupt:  # Ctrl+C in the terminal: stop like q, with the summary
         return
+
+
+class _Session:
+    """What a p2p-live session holds between frames: the frame on show, pause, and what the keys do."""
+
+    def __init__(self, reader, translator, window, recorder, meter, saver, temporal: float):
+        self.reader, self.translator, self.window, self.recorder = reader, translator, window, recorder
+        self.meter, self.saver, self.temporal = meter, saver, temporal
+        self.frame = self.view = None
+        self.paused, self.last_print = False, time.perf_counter()
+
+    def next_frame(self) -> bool:
+        """Translate the newest frame (False once a file source has ended)."""
+        self.frame = self.reader.read()
+        if self.frame is None:
+            return False
+        self.view = side_by_side(self.frame, self.translator.translate(self.frame))
+        fps = self.meter.tick()
+        if self.recorder:
+            self.recorder.write(self.view, fps)
+        return True
+
+    def print_rate(self) -> None:
+        now = time.perf_counter()
+        if now - self.last_print >= 1.0:
+            say(f"frame {self.meter.count}: {self.meter.fps:.1f} fps ({self.translator.describe()})")
+            self.last_print = now
+
+    def show(self) -> bool:
+        """Show the view and act on a key; False when the window closed or q was pressed."""
+        status = f"{self.meter.fps:.1f} fps | {self.translator.describe()}" + (" | paused" if self.paused else "")
+        action = KEYS.get(self.window.show(self.view, status))
+        if self.window.closed or action == "quit":
+            return False
+        if action == "pause":
+            self.toggle_pause()
+        elif action in ("noise", "temporal"):
+            self.switch(action)
+        elif action == "snapshot":
+            self.snapshot()
+        if self.paused:
+            time.sleep(0.03)  # nothing to translate: do not spin
+        return True
+
+    def toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self.paused:
+            self.meter.pause()
+        else:
+            self.meter.resume()
+            self.translator.reset_temporal()  # the source moved on meanwhile: no blending across the gap
+
+    def switch(self, action: str) -> None:
+        if action == "noise":
+            say(f"noise: {self.translator.sampler.next_mode()}")
+        else:
+            strength = self.translator.toggle_temporal(self.temporal)
+            say(f"temporal stabilisation: {strength:g}" if strength else "temporal stabilisation: off")
+        if self.paused:  # show the held frame in the new mode
+            self.view = side_by_side(self.frame, self.translator.translate(self.frame))
+
+    def snapshot(self) -> None:
+        try:
+            say(f"saved {self.saver.save(self.view)}")
+        except OSError as exc:  # a full disk or a read-only folder must not end the session
+            say(f"snapshot not saved: {exc}")

@@ -264,7 +264,7 @@ class _Stage(threading.Thread):
             self._halt.set()
 
 
-def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = False,  # noqa: C901
+def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = False,
                     max_frames: int | None = None, on_open: Callable[[int | None, float], None] | None = None,
                     on_frame: Callable[[], None] | None = None, queue_size: int = 4) -> VideoStats:
     """Translate ``src`` into ``dst`` frame by frame. ``on_open(total, fps)`` and ``on_frame()`` feed a progress bar.
@@ -274,6 +274,32 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     """
     src, dst = Path(src), Path(dst)
     codec = check_output(dst, src)
+    cap, fps, total, timeline, first = _open_video(src)
+    h, w = first[0].shape[:2]
+    temporal = bool(translator.temporal)
+    translator.reset_temporal()
+    panels = (3 if temporal else 2) if side_by_side else 1
+    try:
+        writer = VideoOutput(dst, fps, (panels * w, h), codec)
+    except BaseException:
+        cap.release()
+        raise
+    if on_open:
+        on_open(min(total, max_frames) if total and max_frames else (total or max_frames), fps)
+    job = _VideoJob(translator, timeline, first, writer, side_by_side=side_by_side, plain_panel=temporal,
+                    max_frames=max_frames, on_frame=on_frame, queue_size=queue_size)
+    start = time.perf_counter()
+    try:
+        job.run()
+    finally:
+        cap.release()
+    writer.finish()
+    return VideoStats(job.written, time.perf_counter() - start, fps, (panels * w, h), pictures=job.pictures,
+                      declared=total, repeats=timeline.repeats, lost=timeline.lost, limited=job.limited)
+
+
+def _open_video(src: Path):
+    """(capture, fps, declared frame count or None, Timeline, first picture) of a file, or CaptureError."""
     cap = Source("file", str(src)).open()
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or not 0 < fps < 1000:
@@ -285,25 +311,50 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     if first is None:
         cap.release()
         raise CaptureError(f"cannot read {src}: no decodable frame in it")
-    h, w = first[0].shape[:2]
-    temporal = bool(translator.temporal)
-    translator.reset_temporal()
-    panels = (3 if temporal else 2) if side_by_side else 1
-    size = (panels * w, h)
-    try:
-        writer = VideoOutput(dst, fps, size, codec)
-    except BaseException:
-        cap.release()
-        raise
-    if on_open:
-        on_open(min(total, max_frames) if total and max_frames else (total or max_frames), fps)
+    return cap, fps, total, timeline, first
 
-    stop = threading.Event()  # set on any failure: every stage then winds down
-    q_in: queue.Queue = queue.Queue(queue_size)
-    q_out: queue.Queue = queue.Queue(queue_size)
 
-    def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
+class _VideoJob:
+    """Decode (and prepare, with the flow of --temporal) → translate → postprocess and encode, on three threads.
+
+    Any failure sets ``stop``: every stage then winds down, and the output is discarded.
+    """
+
+    def __init__(self, translator, timeline: Timeline, first, writer: VideoOutput, *, side_by_side: bool,
+                 plain_panel: bool, max_frames: int | None, on_frame, queue_size: int):
+        self.translator, self.timeline, self.first, self.writer = translator, timeline, first, writer
+        self.side_by_side, self.plain_panel = side_by_side, plain_panel  # input | (plain |) output
+        self.limit = max_frames if max_frames is not None else float("inf")
+        self.on_frame = on_frame
+        self.size = first[0].shape[:2]
+        self.stop = threading.Event()
+        self.q_in: queue.Queue = queue.Queue(queue_size)
+        self.q_out: queue.Queue = queue.Queue(queue_size)
+        self.limited, self.pictures, self.written = False, 0, 0
+
+    def run(self) -> None:
+        decoder = _Stage("p2p-decode", self.decode, self.stop)
+        encoder = _Stage("p2p-encode", self.encode, self.stop)
+        decoder.start()
+        encoder.start()
+        finished = False
+        try:
+            self.translate()
+            finished = True
+        finally:
+            if not finished:
+                self.stop.set()
+            encoder.join()
+            self.stop.set()
+            decoder.join()
+            if not finished or decoder.error is not None or encoder.error is not None:
+                self.writer.discard()  # no half-written file left looking like a result
+        for stage in (decoder, encoder):
+            if stage.error is not None:
+                raise stage.error
+
+    def put(self, q: queue.Queue, item) -> bool:
+        while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -311,77 +362,50 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
                 continue
         return False
 
-    def get(q: queue.Queue):
+    def get(self, q: queue.Queue):
         while True:
             try:
                 return q.get(timeout=0.1)
             except queue.Empty:
-                if stop.is_set():
+                if self.stop.is_set():
                     return _END
 
-    limit = max_frames if max_frames is not None else float("inf")
-    limited, pictures = False, 0
-
-    def decode() -> None:
-        nonlocal limited, pictures
-        current = first
-        while current is not None and current[1] < limit:
+    def decode(self) -> None:
+        h, w = self.size
+        current = self.first
+        while current is not None and current[1] < self.limit:
             frame, index = current
-            upcoming = timeline.read()  # one picture ahead: its timestamp says how long this one shows
+            upcoming = self.timeline.read()  # one picture ahead: its timestamp says how long this one shows
             hold = (upcoming[1] if upcoming is not None else index + 1) - index
-            if index + hold > limit:
-                hold, limited = int(limit - index), True
+            if index + hold > self.limit:
+                hold, self.limited = int(self.limit - index), True
             if frame.shape[:2] != (h, w):  # a stream that changes size: the writer takes one size only
                 frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            x, placement, motion = translator.prepare(frame)  # with --temporal, the flow runs here, beside the model
-            if not put(q_in, (frame, x, placement, motion, hold)):
+            x, placement, motion = self.translator.prepare(frame)  # with --temporal, the flow runs here
+            if not self.put(self.q_in, (frame, x, placement, motion, hold)):
                 return
-            pictures += 1
+            self.pictures += 1
             current = upcoming
-        limited = limited or current is not None
-        put(q_in, _END)
+        self.limited = self.limited or current is not None
+        self.put(self.q_in, _END)
 
-    written = 0
+    def translate(self) -> None:
+        while (item := self.get(self.q_in)) is not _END:
+            frame, x, placement, motion, hold = item
+            out = self.translator.run(x[None])[0]  # a copy: the backend reuses its output buffer
+            if not self.put(self.q_out, (frame, out, placement, motion, hold)):
+                break
+        self.put(self.q_out, _END)  # after the last frame: the encoder finishes the queue, then stops
 
-    def encode() -> None:
-        nonlocal written
-        while (item := get(q_out)) is not _END:
+    def encode(self) -> None:
+        while (item := self.get(self.q_out)) is not _END:
             frame, out, placement, motion, hold = item
-            result = translator.postprocess(out, placement, frame, motion)
-            if side_by_side:
-                plain = [translator.postprocess(out, placement, frame)] if temporal else []
+            result = self.translator.postprocess(out, placement, frame, motion)
+            if self.side_by_side:
+                plain = [self.translator.postprocess(out, placement, frame)] if self.plain_panel else []
                 result = np.hstack([frame, *plain, result])
             for _ in range(hold):
-                writer.write(result)
-                written += 1
-                if on_frame:
-                    on_frame()
-
-    decoder, encoder = _Stage("p2p-decode", decode, stop), _Stage("p2p-encode", encode, stop)
-    start = time.perf_counter()
-    decoder.start()
-    encoder.start()
-    finished = False
-    try:
-        while (item := get(q_in)) is not _END:
-            frame, x, placement, motion, hold = item
-            out = translator.run(x[None])[0]  # a copy: the backend reuses its output buffer
-            if not put(q_out, (frame, out, placement, motion, hold)):
-                break
-        put(q_out, _END)  # after the last frame: the encoder finishes the queue, then stops
-        finished = True
-    finally:
-        if not finished:
-            stop.set()
-        encoder.join()
-        stop.set()
-        decoder.join()
-        cap.release()
-        if not finished or decoder.error is not None or encoder.error is not None:
-            writer.discard()  # no half-written file left looking like a result
-    for stage in (decoder, encoder):
-        if stage.error is not None:
-            raise stage.error
-    writer.finish()
-    return VideoStats(written, time.perf_counter() - start, fps, size, pictures=pictures, declared=total,
-                      repeats=timeline.repeats, lost=timeline.lost, limited=limited)
+                self.writer.write(result)
+                self.written += 1
+                if self.on_frame:
+                    self.on_frame()
