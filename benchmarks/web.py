@@ -139,7 +139,7 @@ def screenshot(driver, url: str, path: Path) -> None:
     driver.save_screenshot(str(path))
 
 
-def main(argv=None) -> int:  # noqa: C901
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3, help="0: only the screenshot")
     ap.add_argument("--demo-runs", type=int, default=30, help="browser and Python runs per round, demo model")
@@ -198,6 +198,15 @@ def main(argv=None) -> int:  # noqa: C901
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
+    text = _report(args, models, times, parts, fp16, sizes, load_before, load_after)
+    print(text)
+    notes = args.markdown.read_text().split(NOTES, 1) if args.markdown.exists() else []
+    args.markdown.write_text(text + (f"\n{NOTES}{notes[1]}" if len(notes) == 2 else ""))  # keep the notes written by hand
+    return 0
+
+
+def _report(args, models, times, parts, fp16, sizes, load_before, load_after) -> str:
+    """web.md's tables from the measurements."""
     med = {k: statistics.median(v) for k, v in times.items()}
     lines = ["# The model in the browser (benchmarks/web.py)", "",
              f"onnxruntime-web {ortweb.VERSION} (WebAssembly, SIMD) in headless Chromium "
@@ -230,11 +239,7 @@ def main(argv=None) -> int:  # noqa: C901
             lines.append(f"| {name} | {'fp16' if half else 'fp32'} | {folder_mb:.1f} | {visitor_mb:.1f} | "
                          f"{(page_fp16 if half else page_fp32):.1e} | {f'{to_fp32:.1e}' if half else '0'} | "
                          f"{half_ms if half else med[('browser', name, 2)]:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    notes = args.markdown.read_text().split(NOTES, 1) if args.markdown.exists() else []
-    args.markdown.write_text(text + (f"\n{NOTES}{notes[1]}" if len(notes) == 2 else ""))  # keep the notes written by hand
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 NOTES = "## Reading the numbers"  # a section written by hand below the tables, kept when they are rewritten

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from p2p.runtime import cli_options as o
+from p2p.runtime import contract
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import output_error
@@ -97,7 +98,8 @@ def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, op
 
     with user_errors():
         try:
-            export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+            precision = contract.INT8 if int8 else contract.FP16 if fp16 else contract.FP32
+            export_checkpoint(run_or_checkpoint, onnx_path, precision=precision,
                               verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
                               shapes=profile, timing_cache=timing_cache, workspace_gb=workspace,
                               opset=int(opset) if opset else None, log=_log)

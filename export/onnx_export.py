@@ -48,7 +48,7 @@ def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: s
     if fp16:
         from .fp16 import to_fp16  # onnxconverter-common: only FP16 needs it
         model = to_fp16(model)
-    return write_model(model, spec, "fp16" if fp16 else "fp32", path)
+    return write_model(model, spec, contract.FP16 if fp16 else contract.FP32, path)
 
 
 def write_model(model: onnx.ModelProto, spec: ModelSpec, precision: str, path) -> Path:

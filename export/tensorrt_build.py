@@ -22,7 +22,7 @@ from pathlib import Path
 import onnx
 
 from p2p.runtime import contract, install_hints
-from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
+from p2p.runtime.artifacts import ShapeLimits
 from p2p.runtime.files import write_atomic
 from p2p.runtime.integrity import seal_engine_meta
 from p2p.runtime.spec import ModelSpec, SpecError
@@ -158,10 +158,10 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
         write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     except OSError as exc:  # a cache is an optimisation; never fail a good build over it
         log(f"note: timing cache not saved to {cache_path}: {exc}")
-    meta = seal_engine_meta({"spec": spec.to_dict(), "shapes": shapes.to_dict(), "precision": precision,
-                             "tensorrt_version": trt.__version__, "device": _device_name(),
-                             "onnx": Path(fp16_onnx_path or onnx_path).name}, engine_bytes)
-    write_atomic(engine_meta_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
+    meta = seal_engine_meta(contract.engine_meta(spec, shapes.to_dict(), precision, tensorrt_version=trt.__version__,
+                                                 device=_device_name(), onnx=Path(fp16_onnx_path or onnx_path).name),
+                            engine_bytes)
+    write_atomic(contract.engine_meta_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
     return engine_path
 
 
@@ -215,14 +215,14 @@ def _add_profile(builder, config, network, spec, shapes: Shapes, source: Path) -
 
 def _set_precision(trt, network, config, graph, fp16: bool, from_fp32: bool) -> str:
     """Builder flags for the precision; returns its name (fp16: weakly typed with pinned norms, or typed)."""
-    precision = "fp32"
+    precision = contract.FP32
     if fp16 and trt_major(trt) < 11 and from_fp32:
         config.set_flag(trt.BuilderFlag.FP16)
         pin_norm_fp32(trt, network, config, norm_nodes(graph))
-        precision = "fp16"
+        precision = contract.FP16
     elif fp16:
-        precision = "fp16"  # from the FP16 ONNX, strongly typed
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        precision = contract.FP16  # from the FP16 ONNX, strongly typed
+    if precision == contract.FP32 and hasattr(trt.BuilderFlag, "TF32"):
         # TF32 convolutions (Ampere+) drift ~1e-3 from fp32; an fp32 engine should match ORT
         config.clear_flag(trt.BuilderFlag.TF32)
     return precision

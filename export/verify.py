@@ -25,7 +25,7 @@ FP32_TOLERANCE = 1e-4
 
 
 def tolerance_for(precision: str) -> float:
-    return FP16_TOLERANCE if precision == "fp16" else FP32_TOLERANCE
+    return FP16_TOLERANCE if precision == contract.FP16 else FP32_TOLERANCE
 
 
 @dataclass
@@ -99,7 +99,7 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
             out = ort_run(image, masks)
             if out.shape != ref.shape:
                 raise ExportError(f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape}")
-            result.diffs[(batch, height, width)] = float(np.abs(out - ref).max())
+            result.diffs[(batch, height, width)] = contract.compare_outputs(out, ref).max
 
     # repeatability and the noise, at the first size and batch 1
     height, width = sizes[0]
@@ -109,5 +109,5 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
     result.repeatable = bool(np.array_equal(first, ort_run(image, masks)))
     if spec.dropout_blocks and spec.dropout_p > 0:
         other = ort_run(image, masks_for(1, height, width, seed + 1))
-        result.masks_matter = bool(np.abs(other - first).max() > 0)
+        result.masks_matter = contract.compare_outputs(other, first).max > 0
     return result

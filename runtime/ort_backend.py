@@ -318,7 +318,7 @@ class OrtBackend:
         except (ImportError, SpecError):  # without it TensorRT makes its own profiles; the session checks the file
             spec = None
         if spec is not None:
-            options["trt_fp16_enable"] = precision == "fp16"  # fp32 models keep fp32 numerics
+            options["trt_fp16_enable"] = precision == contract.FP16  # fp32 models keep fp32 numerics
             limits = settings.profile(spec) if callable(settings.profile) else settings.profile
             limits = limits or ShapeLimits(*[(1, spec.image_size, spec.image_size)] * 3)
             for key, shape in zip(("min", "opt", "max"), (limits.min, limits.opt, limits.max)):

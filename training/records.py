@@ -56,7 +56,7 @@ class RunRecords:
         """
         path = self.out / CHECKPOINT_NAME
         bad = not all(bool(torch.isfinite(p).all()) for net in (self.G, self.D) if net for p in net.parameters())
-        if any_rank(bad, self.device) if self.world > 1 else bad:
+        if any_rank(bad, self.device):  # one rank alone: its own flag (the helpers need no process group)
             raise TrainError(f"the weights became non-finite at iteration {self.iteration} and were not saved: "
                              f"{self.kept()}; lower --lr (or try --no-amp)")
         state = self.checkpoint_state()  # on every rank: it gathers their RNG states
@@ -95,9 +95,7 @@ class RunRecords:
 
     def _raise_failure(self) -> None:
         """If a write failed on any rank: TrainError on every rank, saying what is intact and how to go on."""
-        failure = self._failure
-        if self.world > 1:
-            failure = next((f for f in gather_objects(failure) if f), None)
+        failure = next((f for f in gather_objects(self._failure) if f), None)
         if failure:
             raise TrainError(f"{failure}; {self.kept()}; make room (or make it writable), {self.how_to_continue()}")
 

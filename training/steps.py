@@ -37,7 +37,6 @@ class PaperStep:
     scaler: torch.amp.GradScaler
     autocast: Callable
     device: torch.device
-    rank: int = 0
     world: int = 1
 
     uses_unpaired = False  # whether batches carry images without targets (has_target)
@@ -99,7 +98,7 @@ class PaperStep:
         """The loss's value; NonFiniteLoss on every rank (before any backward or step) if it is not finite on any."""
         value = loss.item()
         bad = not math.isfinite(value)
-        ranks = flagged_ranks(bad, self.device) if self.world > 1 else [self.rank] * bad
+        ranks = flagged_ranks(bad, self.device)
         if ranks:
             raise NonFiniteLoss(name, ranks, self.world)
         return value

@@ -168,7 +168,7 @@ class Trainer(RunRecords):
         """The objective the loop calls each iteration: the paper's, or distillation from the teacher."""
         parts = dict(objective=self.objective, G=self.G_step, D=self.D_step, D_bare=self.D, opt_g=self.opt_g,
                      opt_d=self.opt_d, scaler=self.scaler, autocast=self.autocast, device=self.device,
-                     rank=self.rank, world=self.world)
+                     world=self.world)
         if self.teacher is None:
             return PaperStep(**parts)
         return DistillStep(**parts, teacher=self.teacher, lambda_teacher=cfg.lambda_teacher,
@@ -258,7 +258,7 @@ class Trainer(RunRecords):
     def _stop_reason(self, data_failed: bool) -> str | None:
         """"write", "data" or "signal" (in that order) when any rank has one: ranks stop at the same step."""
         flags = (self.stop.requested, self._failure is not None, data_failed)
-        signal, write, data = any_ranks(flags, self.device) if self.world > 1 else flags
+        signal, write, data = any_ranks(flags, self.device)
         return "write" if write else "data" if data else "signal" if signal else None
 
     def _iterate(self, x, y, has_target, lr: float) -> dict:
@@ -294,8 +294,7 @@ class Trainer(RunRecords):
         if stop == "data" or (stop == "signal" and self.iteration > 0 and self.iteration != self.saved_iteration):
             self.save()  # the steps since the last save are kept
         if stop == "data":
-            if self.world > 1:  # the rank that met the bad image says which
-                bad_batch = next(b for b in gather_objects(bad_batch) if b)
+            bad_batch = next(b for b in gather_objects(bad_batch) if b)  # the rank that met the bad image says which
             raise TrainError(f"{bad_batch}; fix or remove it: {self.kept()}; {self.how_to_continue()}")
         val_l1 = None
         if stop is None:
