@@ -119,10 +119,6 @@ def read_onnx_spec(path) -> ModelSpec:
     return read_onnx_metadata(path)[0]
 
 
-def read_onnx_precision(path) -> str:
-    return read_onnx_metadata(path)[1]
-
-
 def check_graph(model: onnx.ModelProto, spec: ModelSpec | None = None) -> None:
     """Raise ExportError if the graph breaks the contract (random/training ops, wrong inputs)."""
     problems = [f"forbidden op {op}" for op in sorted(forbidden_ops(model))]

@@ -156,12 +156,6 @@ def temporal_option(*, default=DEFAULT_TEMPORAL, multiple: bool = False,
                         show_default=not multiple, metavar="STRENGTH", help=help)
 
 
-def hidden_alias(old: str, of: str, **kwargs):
-    """An earlier spelling ``old`` of option ``of``: accepted, not shown in --help (see ``resolve_aliases``)."""
-    return click.option(old, _alias_key(of, old), hidden=True, default=None,
-                        help=f"Old spelling of --{of.replace('_', '-')}.", **kwargs)
-
-
 def resolve_aliases(f):
     """Put the values of hidden old spellings under their option's name (both given: a usage error).
 

@@ -29,6 +29,7 @@ except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said wh
 from . import contract, install_hints, ort_tuning
 from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
 from .errors import BackendUnavailable, first_line
+from .files import file_sha256
 from .integrity import check_onnx_file
 from .spec import ModelSpec, SpecError
 
@@ -230,7 +231,7 @@ class OrtBackend:
         limits = limits or ShapeLimits(*[(1, self.spec.image_size, self.spec.image_size)] * 3)
         shape = limits.opt
         exact = shape if limits.min == limits.max else None  # a session planned for one shape needs to know it
-        keys = ort_tuning.file_sha256(self.path), ort_tuning.machine_key(ort.__version__), shape
+        keys = file_sha256(self.path), ort_tuning.machine_key(ort.__version__), shape
         default = ort_tuning.SessionSettings(base.threads, base.optimization)
         chosen = None if ort_tuning.mode() == "again" else ort_tuning.load(*keys)
         sessions = {default: self.session}

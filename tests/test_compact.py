@@ -14,6 +14,7 @@ from conftest import dropout_output_shapes, shared_data
 from onnx import TensorProto, helper, numpy_helper
 
 from p2p.runtime import contract, ort_tuning
+from p2p.runtime.files import file_sha256
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.models import Generator, count_parameters, init_weights
 
@@ -224,7 +225,7 @@ def test_backend_tunes_once_per_model_and_machine_and_remembers(small_model, tmp
     assert "tuning ONNX Runtime" in capsys.readouterr().err
     entries = json.loads(ort_tuning.cache_file().read_text())
     (key, entry), = entries.items()
-    assert key.startswith(ort_tuning.file_sha256(small_model)) and key.endswith("1x32x32")
+    assert key.startswith(file_sha256(small_model)) and key.endswith("1x32x32")
     assert entry["measured_ms"] and entry["settings"]["threads"] in (0, 1, 2)
 
     # stored settings are used as they are, without measuring again: here one thread, planned for 32x32

@@ -236,7 +236,7 @@ def test_colorisation_reports_histogram_intersection(tmp_path):
 
     class Grey:
         spec = ModelSpec.for_task("colorize", 64)
-        kind, backend, path = "stand-in", "numpy", Path("grey")
+        kind, name, path, limits = "stand-in", "numpy", Path("grey"), None  # a runtime Backend
 
         def run(self, x, masks):
             assert [m.shape for m in masks] == contract.mask_shapes(self.spec, *x.shape[:1], *x.shape[2:])

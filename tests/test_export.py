@@ -29,7 +29,7 @@ from p2p.export.onnx_export import (
     check_writable,
     export_onnx,
     forbidden_ops,
-    read_onnx_precision,
+    read_onnx_metadata,
     read_onnx_spec,
     write_model,
 )
@@ -263,7 +263,7 @@ def test_fp16_within_tolerance_and_fp32_io(legacy_fp16):
     assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT
                for v in list(model.graph.input) + list(model.graph.output))
     assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
-    assert read_onnx_precision(path) == "fp16"
+    assert read_onnx_metadata(path)[1] == "fp16"
     result = verify_onnx(path, legacy_fp16["gen"], sizes=[(32, 32), (64, 32)], batches=(1, 2), threads=1)
     assert result.tolerance == FP16_TOLERANCE
     assert result.max_diff <= FP16_TOLERANCE, result.lines()
@@ -311,7 +311,7 @@ def test_int8_calibrated_on_frames(paired, tmp_path):
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and forbidden_ops(model) == set()
     check_graph(model, paired["spec"])  # same inputs: masks survive quantisation
-    assert read_onnx_precision(out) == "int8" and read_onnx_spec(out) == paired["spec"]
+    assert read_onnx_metadata(out)[1] == "int8" and read_onnx_spec(out) == paired["spec"]
     result = compare(paired["path"], out, feeds, runs=1, threads=1)
     assert 0 < result["max_diff"] < 0.5 and result["ms_int8"] > 0
 
@@ -320,7 +320,7 @@ def test_int8_calibrated_on_frames(paired, tmp_path):
 
 def test_spec_round_trips_through_metadata(paired, legacy_fp16):
     assert read_onnx_spec(paired["path"]) == paired["spec"]
-    assert read_onnx_precision(paired["path"]) == "fp32"
+    assert read_onnx_metadata(paired["path"])[1] == "fp32"
     spec16 = read_onnx_spec(legacy_fp16["path"])
     assert spec16 == legacy_fp16["spec"]
     assert (spec16.task, spec16.generator, spec16.dropout_p, spec16.in_channels, spec16.out_channels) == \
@@ -377,7 +377,7 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
     assert "OK: fp16" in result.output
     # the ONNX file is there and complete; no engine, no stray files
     assert read_onnx_spec(out) == load_checkpoint(checkpoint)["spec"]
-    assert read_onnx_precision(out) == "fp16"
+    assert read_onnx_metadata(out)[1] == "fp16"
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
     # the checkpoint is untouched: bytes and weights
     assert sha256(checkpoint) == digest
