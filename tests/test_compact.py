@@ -146,6 +146,7 @@ def test_convtranspose_as_conv_is_exact():
     assert np.abs(run(rewritten) - ref).max() < 1e-5 and np.abs(run(model) - ref).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_int8_runs_every_convolution_as_an_integer_kernel(tmp_path):
     """The old --int8 left ConvTranspose in float (weights dequantised every frame): slower than fp32."""
     from p2p.export.int8 import compare, kernel_counts, quantize_int8

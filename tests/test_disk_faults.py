@@ -128,6 +128,7 @@ def test_read_only_file_systems_are_named_as_such(tiny_run, model, read_only, tm
 
 
 # --- 4. a full disk in the other commands ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_on_a_full_disk_names_the_file_and_leaves_nothing(tiny_run, small_disk, monkeypatch, tmp_path):
     disk = small_disk("32k")
     line = one_line_error(invoke(export_main, tiny_run, "-o", disk / "model.onnx"))

@@ -37,6 +37,7 @@ def teacher(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_student_exports_verifies_and_translates_with_its_masks(teacher, tmp_path):
     from p2p.runtime import Translator
 
@@ -138,6 +139,7 @@ def test_bad_teachers_get_one_line(teacher, tmp_path, case):
     assert not (out / "checkpoint.pt").exists() or case == "changed-on-resume"
 
 
+@pytest.mark.slow
 def test_distillation_with_two_ranks(teacher, tmp_path):
     out = tmp_path / "ddp"
     r = subprocess.run([sys.executable, "-m", "p2p.training", "--nproc", "2", "--teacher", str(teacher), "--ngf", "4",

@@ -53,6 +53,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_with_sync_bn_equal_one_process_over_the_global_batch(tmp_path):
     data = shared_data("facades")
     mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
@@ -72,6 +73,7 @@ def test_two_ranks_with_sync_bn_equal_one_process_over_the_global_batch(tmp_path
     # (weights are not compared: Adam's first update is lr·sign(g), which flips for g ≈ 0 at float noise)
 
 
+@pytest.mark.slow
 def test_torchrun_launch_and_single_process_resume(tmp_path):
     data = shared_data("facades")
     out = tmp_path / "ddp"

@@ -280,6 +280,7 @@ def write_frames(folder, count=3, size=64):
     return folder
 
 
+@pytest.mark.slow
 def test_fp16_reduce_norm_keeps_its_statistics_in_fp32(tmp_path):
     """Pre-norm activations near 1000: their centred squares overflow float16 (max 65504) unless the
     statistics chain stays fp32. ONNX's reference evaluator computes float16 ops in float16, as a GPU
@@ -364,6 +365,7 @@ def run_cli(args):
     return result
 
 
+@pytest.mark.slow
 def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, even where it is installed
     digest, state = sha256(checkpoint), load_checkpoint(checkpoint)["generator"]
@@ -384,6 +386,7 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
     assert same_state(state, load_checkpoint(checkpoint)["generator"])
 
 
+@pytest.mark.slow
 def test_cli_writes_beside_the_checkpoint_by_default(checkpoint, tmp_path, monkeypatch):
     """Without -o the model goes where p2p-live looks (RUN/model.onnx), not into the current folder."""
     monkeypatch.chdir(tmp_path)

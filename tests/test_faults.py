@@ -138,6 +138,7 @@ def run_two_ranks(tmp_path: Path, mode: str, timeout: float = 120) -> list[dict]
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_nan_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
     reports = run_two_ranks(tmp_path, "nan-on-rank-1")
     assert [r["result"] for r in reports] == ["error", "error"]
@@ -148,12 +149,14 @@ def test_nan_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
     assert not any(r["process_group_left_open"] for r in reports)
 
 
+@pytest.mark.slow
 def test_a_finished_distributed_run_destroys_its_process_group(tmp_path):
     reports = run_two_ranks(tmp_path, "clean")
     assert [r["result"] for r in reports] == ["ok", "ok"]
     assert not any(r["process_group_left_open"] for r in reports)
 
 
+@pytest.mark.slow
 def test_repeated_torchrun_launches_with_sync_bn_all_exit_zero(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for attempt in range(5):  # the abort at exit came 1 time in 4 under load
@@ -226,6 +229,7 @@ def test_every_parameter_is_trained_in_one_process(tmp_path, sync_bn):
     assert report["unchanged"] == [], report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sync_bn", [False, True])
 def test_every_parameter_is_trained_in_two_processes(tmp_path, sync_bn):
     mp.spawn(_parameter_worker, args=(2, free_port(), str(tmp_path), sync_bn), nprocs=2, join=True)

@@ -474,6 +474,7 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_without_the_export_extras_on_a_bare_checkout():
     """A GPU image with torch but without onnxconverter-common, TensorRT or cuda-python, and p2p not
     pip-installed: the torch checks run, each check that cannot run says SKIP and why (the old check

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import TINY
 
 from p2p.runtime.cli_options import runnable
@@ -20,6 +21,7 @@ def test_a_suggestion_uses_the_prefix_the_user_typed():
     assert runnable("p2p-export", "p2p-train") == "p2p-export"  # found on PATH: say it the same way
 
 
+@pytest.mark.slow
 def test_the_next_steps_printed_after_training_run_as_printed(tmp_path):
     """The README's way: .venv/bin/p2p-train from the checkout, without activating the environment."""
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}

@@ -171,6 +171,7 @@ def test_resume_of_a_corrupt_checkpoint_is_refused(tmp_path):
     assert "does not exist" in fail("--out", str(tmp_path / "new"), "--resume", *TINY)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "p2p.training", "--out", str(out), *TINY, "--iters", "100000", "--log-every", "1"]
@@ -199,6 +200,7 @@ def test_the_time_estimate_after_resume_counts_from_where_the_run_resumed(tmp_pa
     assert "training 26 iterations" in r.output and "21 iterations to go" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_real_facades_validation_l1_drops(tmp_path):
     data = shared_data("facades")
     out = tmp_path / "facades"

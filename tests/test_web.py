@@ -399,6 +399,7 @@ def test_missing_onnxruntime_web_says_how_to_get_it(tmp_path, monkeypatch):
     assert "onnxruntime-web" in line and "p2p-web --fetch-runtime" in line, line
 
 
+@pytest.mark.slow
 def test_p2p_export_web_writes_the_folder(tmp_path):
     """p2p-export RUN --web DIR: the ONNX as usual, and the folder for it; again replaces p2p's own folder."""
     need_runtime()
