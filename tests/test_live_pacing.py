@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
+from test_video import FakeCapture
 
 from p2p.video.capture import LatestFrameReader, Pacer, Source
 from p2p.video.display import label_width, render, text_scale, wrap_hint
@@ -41,30 +41,10 @@ def test_without_timestamps_picture_k_is_due_at_k_over_fps():
     assert np.allclose(delays, [0, 0.1, 0.1, 0.1])
 
 
-class FileCapture:
-    """A file of ``frames`` numbered pictures, decoded instantly."""
-
-    def __init__(self, frames: int):
-        self.left, self.n = frames, 0
-
-    def read(self):
-        if self.left <= 0:
-            return False, None
-        self.left -= 1
-        self.n += 1
-        return True, np.full((4, 4, 3), self.n, np.uint8)
-
-    def get(self, prop):
-        return 25.0 if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def release(self):
-        pass
-
-
 class FakeFile(Source):
     def __init__(self, frames: int):
         super().__init__("file", "fake.avi")
-        object.__setattr__(self, "capture", FileCapture(frames))
+        object.__setattr__(self, "capture", FakeCapture(frames))  # numbered pictures, decoded at once
 
     def open(self):
         return self.capture
