@@ -113,7 +113,7 @@ def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32, reduce_ran
 def _check_same(a: Path, b: Path, feed: dict) -> None:
     """The rewritten fp32 graph must compute what the exported one does (a bug otherwise, not a user error)."""
     out = [contract.OUTPUT]
-    diff = float(np.abs(ort_session(a).run(out, feed)[0] - ort_session(b).run(out, feed)[0]).max())
+    diff = contract.compare_outputs(ort_session(b).run(out, feed)[0], ort_session(a).run(out, feed)[0]).max
     if diff > FP32_TOLERANCE:
         raise RuntimeError(f"ConvTranspose→Conv rewrite changed the output by {diff:.2e}")
 

@@ -23,10 +23,16 @@ class TorchBackend:
     precision = contract.FP32
     limits = None  # any multiple of spec.multiple works
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", *, generator=None):
+        """``generator``: one already in memory (its ``spec`` says what it is, and it runs in the mode it is in)
+        instead of loading ``path``."""
         self.path = Path(path)
-        self.generator, self.spec, _ = load_generator(path, map_location=device)
-        self.generator.to(device).eval()  # eval() changes nothing (no running stats), kept for clarity
+        if generator is None:
+            generator, self.spec, _ = load_generator(path, map_location=device)
+            generator.eval()  # changes nothing for p2p-train's generators (no running stats), kept for clarity
+        else:
+            self.spec = generator.spec
+        self.generator = generator.to(device)
         self.device = device
         self.name = f"pytorch-{device}"
 
