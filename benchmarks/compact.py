@@ -116,10 +116,12 @@ def quality(args, run: Run, precision: str, path: Path) -> dict:
         if stored.get("key") == key:
             return stored["scores"]
     import numpy as np
-    from p2p.evaluation.evaluate import ArtifactModel, evaluate
+
+    from p2p.evaluation.evaluate import evaluate
+    from p2p.runtime.backends import open_backend
 
     seg = {"size": 64, "width": 8, "iters": 20} if args.tiny else {}
-    model = ArtifactModel(path, backend="ort-cpu")
+    model = open_backend(path, "ort-cpu")
     res, page = evaluate(model, args.data, split="val", noise="per-frame", samples=1, seed=0, limit=args.val,
                          rows=SAMPLE_ROWS, segmenter=True, seg_config=seg, cache=args.cache,
                          log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from p2p.runtime.cli_options import DEFAULT_DEVICE, DEFAULT_SEED
 from p2p.runtime.errors import UserError
 from p2p.runtime.spec import ModelSpec
 
@@ -60,7 +61,7 @@ class TrainConfig:
     unconditional: bool = False
     lr: float = 2e-4
     beta1: float = 0.5
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     amp: bool = True
     channels_last: bool = False
     deterministic: bool = False      # deterministic algorithms: exact resume on CUDA too, at some speed
@@ -73,7 +74,7 @@ class TrainConfig:
     lambda_feat: float = 1.0         # MSE of the mapped decoder features to the teacher's
     teacher_d: bool = True           # the student's D starts from the teacher's D (when their shapes match)
     extra_inputs: str | None = None  # images without targets: the teacher translates them
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     workers: int = 0
     save_every: int = 500
     sample_every: int = 200
