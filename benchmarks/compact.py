@@ -127,7 +127,7 @@ def quality(args, run: Run, precision: str, path: Path) -> dict:
                          log=lambda m: print(m, file=sys.stderr, flush=True))
     np.savez_compressed(path.with_suffix(".samples.npz"),
                         **{k: np.stack([row[k] for row in page]) for k in ("input", "output", "target")})
-    model.translator.close()
+    model.close()
     scores = {"l1": res["metrics"]["l1"], "sharpness": res["metrics"]["sharpness"],
               "seg": res["segmentation"]["generated"]["per_pixel_acc"],
               "seg_real": res["segmentation"]["real"]["per_pixel_acc"], "images": res["metrics"]["images"]}

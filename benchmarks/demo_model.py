@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     for name, path in models.items():
         model = open_backend(path, "ort-cpu")
         res, _ = evaluate(model, default_data_dir(), split="val", noise="per-frame", samples=1, seed=0, rows=0)
-        model.translator.close()
+        model.close()
         spec = model.spec
         rows[name] = {**res["metrics"], "spec": f"{spec.block} ngf {spec.ngf}", "mb": path.stat().st_size / 1e6}
     frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
