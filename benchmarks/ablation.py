@@ -165,7 +165,8 @@ def evaluate_all(args, train_wall: float) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from p2p.evaluation.evaluate import TorchModel, evaluate, write_outputs
+    from p2p.evaluation.evaluate import evaluate, write_outputs
+    from p2p.training.torch_backend import TorchBackend
 
     seg_cfg = {}
     if args.tiny:
@@ -175,7 +176,7 @@ def evaluate_all(args, train_wall: float) -> int:
     t0 = time.perf_counter()
     results, pages = {}, {}
     for v in args.selected:
-        model = TorchModel(run_dir(args.out, v))
+        model = TorchBackend(run_dir(args.out, v))
         res, page = evaluate(model, args.data, split="val", noise="per-frame", samples=args.samples, seed=args.seed,
                              limit=args.val, rows=4, segmenter=True, seg_config=seg_cfg, cache=args.cache,
                              log=lambda m: print(m, file=sys.stderr, flush=True))

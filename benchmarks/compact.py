@@ -116,16 +116,18 @@ def quality(args, run: Run, precision: str, path: Path) -> dict:
         if stored.get("key") == key:
             return stored["scores"]
     import numpy as np
-    from p2p.evaluation.evaluate import ArtifactModel, evaluate
+
+    from p2p.evaluation.evaluate import evaluate
+    from p2p.runtime.backends import open_backend
 
     seg = {"size": 64, "width": 8, "iters": 20} if args.tiny else {}
-    model = ArtifactModel(path, backend="ort-cpu")
+    model = open_backend(path, "ort-cpu")
     res, page = evaluate(model, args.data, split="val", noise="per-frame", samples=1, seed=0, limit=args.val,
                          rows=SAMPLE_ROWS, segmenter=True, seg_config=seg, cache=args.cache,
                          log=lambda m: print(m, file=sys.stderr, flush=True))
     np.savez_compressed(path.with_suffix(".samples.npz"),
                         **{k: np.stack([row[k] for row in page]) for k in ("input", "output", "target")})
-    model.translator.close()
+    model.close()
     scores = {"l1": res["metrics"]["l1"], "sharpness": res["metrics"]["sharpness"],
               "seg": res["segmentation"]["generated"]["per_pixel_acc"],
               "seg_real": res["segmentation"]["real"]["per_pixel_acc"], "images": res["metrics"]["images"]}

@@ -41,17 +41,18 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from p2p.evaluation.evaluate import ArtifactModel, evaluate
+    from p2p.evaluation.evaluate import evaluate
     from p2p.runtime import Translator
+    from p2p.runtime.backends import open_backend
     from p2p.training.config import default_data_dir
 
     models = {"shipped demo.onnx": Path(str(resources.files("p2p.runtime") / "demo" / "demo.onnx"))}
     models.update({str(c): onnx_of(c) for c in args.candidates})
     rows = {}
     for name, path in models.items():
-        model = ArtifactModel(path, backend="ort-cpu")
+        model = open_backend(path, "ort-cpu")
         res, _ = evaluate(model, default_data_dir(), split="val", noise="per-frame", samples=1, seed=0, rows=0)
-        model.translator.close()
+        model.close()
         spec = model.spec
         rows[name] = {**res["metrics"], "spec": f"{spec.block} ngf {spec.ngf}", "mb": path.stat().st_size / 1e6}
     frame = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)

@@ -107,6 +107,7 @@ def macs_per_frame(generator, size: int) -> float:
 def time_models(models: dict[str, Path], sizes, threads: int, rounds: int) -> dict[tuple[str, int], float]:
     """Frame→frame ms through the runtime (fixed noise, as p2p-video), models interleaved round by round."""
     import numpy as np
+
     from p2p.runtime import Translator
 
     rng = np.random.default_rng(0)
@@ -133,12 +134,13 @@ def time_models(models: dict[str, Path], sizes, threads: int, rounds: int) -> di
 
 
 def evaluate_all(args, names: list[str]) -> tuple[dict, dict]:
-    from p2p.evaluation.evaluate import TorchModel, evaluate, write_outputs
+    from p2p.evaluation.evaluate import evaluate, write_outputs
+    from p2p.training.torch_backend import TorchBackend
 
     seg = {"size": 64, "width": 8, "iters": 20} if args.tiny else {}
     results, pages = {}, {}
     for name in names:
-        res, page = evaluate(TorchModel(folder(args, name)), args.data, split="val", noise="per-frame", samples=1,
+        res, page = evaluate(TorchBackend(folder(args, name)), args.data, split="val", noise="per-frame", samples=1,
                              seed=args.seed, limit=args.val, rows=4, segmenter=True, seg_config=seg, cache=args.cache,
                              log=lambda m: print(m, file=sys.stderr, flush=True))
         res["model_name"] = name

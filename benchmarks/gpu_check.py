@@ -188,6 +188,7 @@ def tensorrt_opset() -> int:
 
 def cpu_reference(path, spec, image, masks) -> np.ndarray:
     import onnxruntime as ort
+
     from p2p.runtime import contract
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -283,6 +284,7 @@ def check_resume_exact(ctx: Context) -> str:
 @check("ddp-1-rank", needs=("torch",))
 def check_ddp_1_rank(ctx: Context) -> str:
     import torch.distributed as dist
+
     from p2p.training.config import World
     from p2p.training.distributed import close_process_group, flagged_ranks, init_process_group
 
@@ -322,7 +324,7 @@ def check_parity(ctx: Context) -> str:
         torch.backends.cuda.matmul.allow_tf32 = False
         g = gen.to(ctx.device)
         out = g(x.to(ctx.device), [m.to(ctx.device) for m in masks]).cpu().numpy()
-    diff = float(np.abs(out - ref).max())
+    diff = contract.compare_outputs(out, ref).max
     assert diff <= GPU_TOLERANCE, f"max diff {diff:.2e} > {GPU_TOLERANCE:.0e}"
     return f"{size}² ngf {ngf}: max diff {diff:.2e} ({ctx.device} vs CPU, TF32 off)"
 
@@ -330,6 +332,7 @@ def check_parity(ctx: Context) -> str:
 # --- export -------------------------------------------------------------------------------------------
 @check("export-from-gpu", needs=("torch", *EXPORT, *FP16))
 def check_export_from_gpu(ctx: Context) -> str:
+    from p2p.runtime import contract  # the one output comparator
     torch = ctx.torch
     from p2p.export.exporter import export_checkpoint
     from p2p.training.checkpoint import load_generator
@@ -344,7 +347,7 @@ def check_export_from_gpu(ctx: Context) -> str:
     image, masks = inputs(spec, spec.image_size, batch=2)
     with torch.no_grad():
         ref = gen.train()(torch.from_numpy(image), [torch.from_numpy(m) for m in masks]).numpy()
-    diff = float(np.abs(cpu_reference(path, spec, image, masks) - ref).max())
+    diff = contract.compare_outputs(cpu_reference(path, spec, image, masks), ref).max
     assert diff <= 1e-4, f"max diff {diff:.2e} > 1e-4"
     return f"checkpoint trained on {ctx.device} → ONNX: ORT CPU vs PyTorch CPU max diff {diff:.1e} (batch 2)"
 
@@ -352,7 +355,9 @@ def check_export_from_gpu(ctx: Context) -> str:
 @check("opset17", needs=("torch", *EXPORT))
 def check_opset17(ctx: Context) -> str:
     import onnx
+
     from p2p.export.opset17 import tensorrt8_problems
+    from p2p.runtime import contract  # the one output comparator
 
     size = 64
     diffs = []
@@ -361,7 +366,7 @@ def check_opset17(ctx: Context) -> str:
         problems = tensorrt8_problems(onnx.load(str(new)))
         assert not problems, f"{norm}: {problems[:3]}"
         image, masks = inputs(spec, size * 2, batch=2)
-        diffs.append(float(np.abs(cpu_reference(old, spec, image, masks) - cpu_reference(new, spec, image, masks)).max()))
+        diffs.append(contract.compare_outputs(cpu_reference(old, spec, image, masks), cpu_reference(new, spec, image, masks)).max)
     assert max(diffs) <= 1e-6, f"max diffs {diffs}"
     return f"both norms: nothing TensorRT 8.6 rejects; = opset 18 on ORT CPU (max diff {max(diffs):.1e})"
 
@@ -370,6 +375,7 @@ def check_opset17(ctx: Context) -> str:
 def check_fp16_norm_onnx(ctx: Context) -> str:
     import onnx
     import onnxruntime as ort
+
     from p2p.export.fp16 import FP16_TOLERANCE, norm_nodes
     from p2p.runtime import contract
 
@@ -389,7 +395,7 @@ def check_fp16_norm_onnx(ctx: Context) -> str:
     image, masks = inputs(spec, 64)
     sess = ort.InferenceSession(str(path16), providers=[provider])
     out = sess.run([contract.OUTPUT], contract.feeds(spec, image, masks))[0]
-    diff = float(np.abs(out - cpu_reference(path32, spec, image, masks)).max())
+    diff = contract.compare_outputs(out, cpu_reference(path32, spec, image, masks)).max
     assert diff <= FP16_TOLERANCE, f"max diff {diff:.2e} > {FP16_TOLERANCE}"
     return f"{len(groups)} normalisations, {len(names)} nodes fp32; {sess.get_providers()[0]} fp16 vs fp32 {diff:.1e}"
 
@@ -398,6 +404,7 @@ def check_fp16_norm_onnx(ctx: Context) -> str:
 def engine_vs_cpu(ctx: Context, onnx_path, spec, sizes, *, fp16: bool = False, name: str = "u") -> list[float]:
     """Build an engine for ``sizes`` with p2p-export's builder, run it natively, diff against ORT CPU."""
     from p2p.export.tensorrt_build import Shapes, build_engine
+    from p2p.runtime import contract  # the one output comparator
     from p2p.runtime.trt_backend import TensorRTBackend
 
     lo, hi = min(sizes), max(sizes)
@@ -410,7 +417,7 @@ def engine_vs_cpu(ctx: Context, onnx_path, spec, sizes, *, fp16: bool = False, n
             image, masks = inputs(spec, size, seed=size)
             out = backend.run(image, masks).copy()
             assert np.isfinite(out).all(), "non-finite output"
-            diffs.append(float(np.abs(out - cpu_reference(onnx_path, spec, image, masks)).max()))
+            diffs.append(contract.compare_outputs(out, cpu_reference(onnx_path, spec, image, masks)).max)
     finally:
         backend.close()
     return diffs
@@ -440,11 +447,11 @@ def check_tensorrt_opset17(ctx: Context) -> str:
 @check("tensorrt-fp16-norm", needs=("torch", *EXPORT, "tensorrt", "cuda"), gpu=True)
 def check_tensorrt_fp16_norm(ctx: Context) -> str:
     torch = ctx.torch
+    import tensorrt
+
     from p2p.export.fp16 import FP16_TOLERANCE
     from p2p.export.onnx_export import export_onnx
     from p2p.export.tensorrt_build import installed_tensorrt, trt_major
-
-    import tensorrt
     if trt_major(tensorrt) >= 11:
         raise Skip(f"TensorRT {installed_tensorrt()} is strongly typed: precision comes from the FP16 ONNX "
                    "(fp16-norm-onnx)")
@@ -462,6 +469,8 @@ def check_tensorrt_fp16_norm(ctx: Context) -> str:
 # --- ONNX Runtime -------------------------------------------------------------------------------------
 def ort_provider_check(ctx: Context, backend_name: str, tolerance: float) -> str:
     import onnxruntime as ort
+
+    from p2p.runtime import contract  # the one output comparator
     from p2p.runtime.ort_backend import PROVIDERS, OrtBackend, load_gpu_libraries
 
     provider = PROVIDERS[backend_name]
@@ -471,7 +480,7 @@ def ort_provider_check(ctx: Context, backend_name: str, tolerance: float) -> str
     backend = OrtBackend(path, backend_name, trt_cache=ctx.tmp / "ort-trt")  # raises if it would not really run
     assert backend.session.get_providers()[0] == provider
     image, masks = inputs(spec, 256)
-    diff = float(np.abs(backend.run(image, masks) - cpu_reference(path, spec, image, masks)).max())
+    diff = contract.compare_outputs(backend.run(image, masks), cpu_reference(path, spec, image, masks)).max
     assert diff <= tolerance, f"max diff {diff:.2e} > {tolerance:.0e}"
     missing = load_gpu_libraries(backend_name)
     return f"ran on {provider}: max diff {diff:.2e} vs ORT CPU" + (f" (not loaded: {'; '.join(missing)})" if missing else "")
@@ -490,6 +499,7 @@ def check_ort_tensorrt(ctx: Context) -> str:
 @check("ort-fallback", needs=("onnxruntime",))
 def check_ort_fallback(ctx: Context) -> str:
     import onnxruntime as ort
+
     from p2p.runtime.ort_backend import can_disable_fallback
     from p2p.runtime.trt_backend import version_tuple
 

@@ -23,8 +23,8 @@ import torch
 
 from p2p.runtime.artifacts import demo_model
 from p2p.runtime.integrity import check_onnx_bytes, check_onnx_file, seal_onnx, sha256
-from p2p.training.checkpoint import payload_digest, save_checkpoint
 from p2p.runtime.spec import ModelSpec
+from p2p.training.checkpoint import payload_digest, save_checkpoint
 from p2p.training.models import Discriminator, Generator, init_weights
 
 

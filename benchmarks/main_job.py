@@ -30,6 +30,7 @@ CANDIDATES = [(128, 64, 64), (128, 32, 32), (128, 16, 16), (256, 16, 16)]
 def seconds_per_iteration(candidates, threads: int, steps: int = 6) -> dict:
     """Median s/iter of each candidate's full D+G step, measured round by round (load hits all alike)."""
     import torch
+
     from p2p.training.config import TrainConfig, default_data_dir
     from p2p.training.trainer import Trainer
 
@@ -60,8 +61,9 @@ def main(argv=None) -> int:
     candidates = CANDIDATES if not args.candidates else [
         tuple(int(v) for v in c.split(":")) for c in args.candidates.split(",")]
     pace = seconds_per_iteration(candidates, args.threads)
-    from p2p.evaluation.evaluate import TorchModel, evaluate
+    from p2p.evaluation.evaluate import evaluate
     from p2p.training.config import default_data_dir
+    from p2p.training.torch_backend import TorchBackend
 
     rows = []
     for c in candidates:
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
                                       "--epochs", str(iters // 50 // 2), "--epochs-decay", str(iters // 50 // 2),
                                       "--sample-every", str(iters // 5), "--no-progress"],
                                iters, name, threads=args.threads)
-        res, _ = evaluate(TorchModel(path), default_data_dir(), split="val", noise="per-frame", samples=1, seed=0)
+        res, _ = evaluate(TorchBackend(path), default_data_dir(), split="val", noise="per-frame", samples=1, seed=0)
         grid = sorted((path / "samples").glob("iter_*.png"))[-1]
         rows.append({"size": size, "ngf": ngf, "ndf": ndf, "s_per_iter": pace[c], "iters": iters,
                      "train_min": seconds / 60 if seconds else None, "grid": grid, **res["metrics"],

@@ -272,29 +272,11 @@ def main(argv=None) -> int:
         gains = ", ".join(f"{s:g}: {100 * (1 - e[f'fixed + temporal {s:g}'] / e['fixed']):.0f}% lower" for s in strengths)
         lines.append(f"| {model_name} | {clip} | {frames_of[clip]} | {e[INPUT]:.5f} | "
                      + " | ".join(f"{e[n]:.5f}" for n in names) + f" | {gains} |")
-    lines += ["", f"Restarts of the blend (scene cut or jump detected): "
+    lines += ["", "Restarts of the blend (scene cut or jump detected): "
               + "; ".join(f"{m} {c}: {', '.join(f'{k.split()[-1]} → {v}' for k, v in cc.items())}"
                           for (m, c), cc in cuts.items()), ""]
-    goals = []
-    for model_name, times in timings.items():
-        fps = {k: 1 / statistics.median(v) for k, v in times.items()}
-        base = fps["fixed: frame → frame"]
-        lines += [f"## Frames/s at {SIZE}², {model_name} model ({args.threads} threads): frame → frame", "",
-                  "| what | frames/s | ms/frame (median) | × fixed |", "|---|---:|---:|---:|"]
-        for k, v in fps.items():
-            lines.append(f"| {k} | {v:.1f} | {1000 / v:.2f} | {v / base:.2f}× |")
-        for s_ in strengths:
-            cost = 1 - fps[f"fixed + temporal {s_:g}: frame → frame"] / base
-            goals.append(f"{model_name}: stabilisation {s_:g} costs {100 * cost:.1f}% of the frame rate (frame → frame)")
-        lines += ["", f"p2p-video pipeline, {model_name} model (decode → translate → encode, {args.pipeline_frames} frames; "
-                  "the model alone timed right before each run):", "",
-                  "| what | frames/s | model alone, frames/s | pipeline / model alone |", "|---|---:|---:|---:|"]
-        for k, pairs in pipelines[model_name].items():
-            ratio = statistics.median(p / m for p, m in pairs)
-            lines.append(f"| {k} | {statistics.median(p for p, _ in pairs):.1f} | "
-                         f"{statistics.median(m for _, m in pairs):.1f} | {ratio:.2f} |")
-            goals.append(f"{model_name}: {k} at {ratio:.2f}× the model's own frames/s")
-        lines.append("")
+    timing_lines, goals = _timing_lines(timings, pipelines, strengths, args)
+    lines += timing_lines
     for (model_name, clip), e in errors.items():
         goals.insert(0, f"{model_name}, {clip}: warping error {100 * (1 - e[strong] / e['fixed']):.0f}% below fixed "
                         f"at {strong}")
@@ -336,6 +318,31 @@ def main(argv=None) -> int:
                                  f"Command (from the repository root, venv active):\n\n```\n{command}\n```\n\n"
                                  + text + "\n")
     return 0
+
+
+def _timing_lines(timings, pipelines, strengths, args) -> tuple[list[str], list[str]]:
+    """The frames/s tables of each model, and the goal lines they give."""
+    lines, goals = [], []
+    for model_name, times in timings.items():
+        fps = {k: 1 / statistics.median(v) for k, v in times.items()}
+        base = fps["fixed: frame → frame"]
+        lines += [f"## Frames/s at {SIZE}², {model_name} model ({args.threads} threads): frame → frame", "",
+                  "| what | frames/s | ms/frame (median) | × fixed |", "|---|---:|---:|---:|"]
+        for k, v in fps.items():
+            lines.append(f"| {k} | {v:.1f} | {1000 / v:.2f} | {v / base:.2f}× |")
+        for s_ in strengths:
+            cost = 1 - fps[f"fixed + temporal {s_:g}: frame → frame"] / base
+            goals.append(f"{model_name}: stabilisation {s_:g} costs {100 * cost:.1f}% of the frame rate (frame → frame)")
+        lines += ["", f"p2p-video pipeline, {model_name} model (decode → translate → encode, {args.pipeline_frames} frames; "
+                  "the model alone timed right before each run):", "",
+                  "| what | frames/s | model alone, frames/s | pipeline / model alone |", "|---|---:|---:|---:|"]
+        for k, pairs in pipelines[model_name].items():
+            ratio = statistics.median(p / m for p, m in pairs)
+            lines.append(f"| {k} | {statistics.median(p for p, _ in pairs):.1f} | "
+                         f"{statistics.median(m for _, m in pairs):.1f} | {ratio:.2f} |")
+            goals.append(f"{model_name}: {k} at {ratio:.2f}× the model's own frames/s")
+        lines.append("")
+    return lines, goals
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from p2p.training.cli import default_data_dir
+from p2p.training.config import default_data_dir
 from p2p.training.distributed import World
 from p2p.training.trainer import TrainConfig, Trainer
 

@@ -40,6 +40,7 @@ SIZE = 256
 def full_model(folder: Path) -> Path:
     """The paper's generator at 256² (ngf 64), random weights, exported by p2p's exporter."""
     import torch
+
     from p2p.export.onnx_export import export_onnx
     from p2p.runtime.spec import ModelSpec
     from p2p.training.models import Generator, init_weights
@@ -197,8 +198,17 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
+    text = _report(args, models, times, parts, fp16, sizes, load_before, load_after)
+    print(text)
+    notes = args.markdown.read_text().split(NOTES, 1) if args.markdown.exists() else []
+    args.markdown.write_text(text + (f"\n{NOTES}{notes[1]}" if len(notes) == 2 else ""))  # keep the notes written by hand
+    return 0
+
+
+def _report(args, models, times, parts, fp16, sizes, load_before, load_after) -> str:
+    """web.md's tables from the measurements."""
     med = {k: statistics.median(v) for k, v in times.items()}
-    lines = [f"# The model in the browser (benchmarks/web.py)", "",
+    lines = ["# The model in the browser (benchmarks/web.py)", "",
              f"onnxruntime-web {ortweb.VERSION} (WebAssembly, SIMD) in headless Chromium "
              f"({chromium_version()}) against onnxruntime {ort.__version__} (CPU provider) in Python, on this "
              f"machine ({cpu_name()}, {os.cpu_count()} CPUs), in one run, interleaved: {args.rounds} rounds; each number is the median "
@@ -229,11 +239,7 @@ def main(argv=None) -> int:
             lines.append(f"| {name} | {'fp16' if half else 'fp32'} | {folder_mb:.1f} | {visitor_mb:.1f} | "
                          f"{(page_fp16 if half else page_fp32):.1e} | {f'{to_fp32:.1e}' if half else '0'} | "
                          f"{half_ms if half else med[('browser', name, 2)]:.1f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    notes = args.markdown.read_text().split(NOTES, 1) if args.markdown.exists() else []
-    args.markdown.write_text(text + (f"\n{NOTES}{notes[1]}" if len(notes) == 2 else ""))  # keep the notes written by hand
-    return 0
+    return "\n".join(lines) + "\n"
 
 
 NOTES = "## Reading the numbers"  # a section written by hand below the tables, kept when they are rewritten

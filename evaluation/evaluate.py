@@ -1,9 +1,9 @@
 """How good is a model? Metrics over a data split, a segmentation score, an HTML page.
 
 A model is a run folder, a checkpoint, or an exported artifact (.onnx, .engine).
-Artifacts run through ``p2p.runtime.Translator``, so the numbers describe exactly
-what ships, and need no torch; checkpoints run the PyTorch generator (training is
-imported only then). Both see the same inputs (the runtime's paired-data reader, no
+Every model is a runtime Backend: artifacts run on the runtime's own backends, so the
+numbers describe exactly what ships, and need no torch; checkpoints run the PyTorch
+generator (training.torch_backend, imported only then). Both see the same inputs (the runtime's paired-data reader, no
 jitter) and the same dropout masks (drawn by the runtime's MaskSampler from ``seed``),
 so with equal weights they agree. Images are translated one at a time: batch
 statistics at batch size 1, the paper's instance normalisation.
@@ -15,10 +15,12 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
+from tqdm import tqdm
+
 from p2p.runtime.artifacts import MODEL_SUFFIXES, ArtifactError
+from p2p.runtime.backends import Backend, open_backend
 from p2p.runtime.errors import BackendUnavailable, UserError, first_line
 from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
@@ -26,8 +28,6 @@ from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
 from p2p.runtime.sizes import canonical_size, squared, width_height
 from p2p.runtime.spec import ModelSpec, SpecError
-from p2p.runtime.translator import Translator
-from tqdm import tqdm
 
 from . import metrics as M
 from .html_report import std_heatmap, write_report
@@ -37,74 +37,18 @@ class EvalError(UserError, ValueError):
     """An evaluation that cannot run; the message says what to fix."""
 
 
-# --- models: one interface for checkpoints and shipped artifacts --------------------
-class Model(Protocol):
-    """What ``evaluate`` scores: TorchModel (a checkpoint) or ArtifactModel (.onnx, .engine)."""
-
-    path: Path
-    spec: ModelSpec
-    kind: str      # "checkpoint", "onnx", "engine"
-    backend: str   # what runs it: "pytorch-cpu", "ort-cpu", "tensorrt", ...
-
-    def run(self, x: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-        """(N, C, H, W) float32 in [-1, 1] and the dropout masks → the generator's output."""
+# --- models: the runtime's Backend, for checkpoints (training.torch_backend) and shipped artifacts alike ------
+def model_kind(model: Backend) -> str:
+    """"checkpoint", "onnx" or "engine", for reports."""
+    return getattr(model, "kind", None) or Path(model.path).suffix.lstrip(".").lower()
 
 
-class TorchModel:
-    """A checkpoint's generator, run by PyTorch on the CPU (or the device given)."""
-
-    kind = "checkpoint"
-
-    def __init__(self, path: Path, device: str = "cpu"):
-        # torch and training only for checkpoints: exported models are scored without them
-        import torch
-        from p2p.training.checkpoint import load_generator
-
-        self._torch = torch
-        self.path = Path(path)
-        self.generator, self.spec, _ = load_generator(path, map_location=device)
-        self.generator.to(device).eval()  # eval() changes nothing (no running stats), kept for clarity
-        self.device = device
-        self.backend = f"pytorch-{device}"
-
-    # a backend for the runtime's Translator (p2p-eval --video): no shape limits, nothing to close
-    limits = None
-
-    @property
-    def name(self) -> str:
-        return self.backend
-
-    def close(self) -> None:
-        pass
-
-    def run(self, x: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-        t = self._torch
-        with t.no_grad():
-            xs = t.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            ms = [t.from_numpy(m).to(self.device) for m in masks]
-            return self.generator(xs, ms).float().cpu().numpy()
-
-
-class ArtifactModel:
-    """An exported model run through the runtime's Translator (what p2p-live and p2p-video run)."""
-
-    def __init__(self, path: Path, backend: str = "auto"):
-        self.path = Path(path)
-        self.translator = Translator(path, backend=backend, noise="off")
-        self.spec = self.translator.spec
-        self.kind = Path(path).suffix.lstrip(".").lower()
-        self.backend = self.translator.backend_name
-
-    def run(self, x: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-        return self.translator.run(x, masks)
-
-
-def open_model(path: Path, backend: str = "auto") -> Model:
-    """A run folder or checkpoint → TorchModel; .onnx/.engine → ArtifactModel. Errors as EvalError."""
+def open_model(path: Path, backend: str = "auto") -> Backend:
+    """A run folder or checkpoint → TorchBackend; .onnx/.engine → the runtime's backend. Errors as EvalError."""
     path = Path(path)
     if path.suffix.lower() in MODEL_SUFFIXES and not path.is_dir():
         try:
-            return ArtifactModel(path, backend)
+            return open_backend(path, backend)
         except (ArtifactError, BackendUnavailable, SpecError) as exc:
             raise EvalError(str(exc)) from None
         except Exception as exc:  # onnxruntime raises its own types for corrupt files
@@ -112,80 +56,105 @@ def open_model(path: Path, backend: str = "auto") -> Model:
     if backend != "auto":
         raise EvalError(f"--backend {backend} is for .onnx/.engine files; {path} is a checkpoint")
     from p2p.training.checkpoint import CheckpointError  # torch: only a checkpoint brings it in
+    from p2p.training.torch_backend import TorchBackend
     try:
-        return TorchModel(path)
+        return TorchBackend(path)
     except CheckpointError as exc:
         raise EvalError(str(exc)) from None
 
 
 # --- the evaluation ------------------------------------------------------------------
-def evaluate(model: Model, data: Path, *, split: str = "val", direction: str | None = None, size=None,
+def evaluate(model: Backend, data: Path, *, split: str = "val", direction: str | None = None, size=None,
              layout: str = "auto", noise: str = "per-frame", samples: int = 4, seed: int = 0,
              limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config: dict | None = None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
     """Score ``model`` on ``data``/``split``; returns (results for metrics.json, rows for the page)."""
     spec = model.spec
-    width, height = width_height(size) if size else (spec.width, spec.height)  # N, (W, H) or the model's
+    size = width_height(size) if size else (spec.width, spec.height)  # N, (W, H) or the model's own
     direction = direction or spec.direction
-    try:
-        # the same spec with the evaluation size and the data's direction: drives PairDataset only
-        data_spec = replace(spec.at_size(width, height), direction=direction)
-        folder = resolve_split(Path(data), split)
-        ds = PairDataset(folder, data_spec, layout, jitter=False)
-    except (SpecError, DataError) as exc:
-        raise EvalError(str(exc)) from None
+    ds = _pairs(spec, data, split, size, direction, layout)
+    if model.limits is not None:  # a TensorRT engine runs the sizes it was built for
+        try:
+            model.limits.check(1, size[1], size[0], f"TensorRT engine {Path(model.path).name}")
+        except SpecError as exc:
+            raise EvalError(str(exc)) from None
     warnings = data_fit_warnings(spec, ds)
     for line in warnings:
         if log:
             log(f"warning: {line}")
-    n = min(len(ds), limit) if limit else len(ds)
     if noise != "per-frame":
         samples = 1  # fixed or no masks: every sample would be the same image
-    sampler = MaskSampler(spec, noise, seed)
-
-    seg = None
-    if segmenter:
-        seg = _SegmentationScore(spec, data, direction, seg_config or {}, cache, log)
-    running = M.Running()
-    colour = spec.task == "colorize"
-    out_imgs, target_imgs, page = [], [], []
-    per_image = []
+    seg = _SegmentationScore(spec, data, direction, seg_config or {}, cache, log) if segmenter else None
+    scores = _Scores(model, spec, MaskSampler(spec, noise, seed), size, samples, seg, rows)
     t0 = time.perf_counter()
+    n = min(len(ds), limit) if limit else len(ds)
     for i in tqdm(range(n), disable=not progress, unit="img", dynamic_ncols=True, file=sys.stderr):
         try:
             x, y = ds[i]
         except DataError as exc:
             raise EvalError(str(exc)) from None
-        outs = [model.run(x[None], sampler(1, height, width))[0] for _ in range(max(samples, 1))]
-        out = outs[0]
-        out_img, target_img = output_to_bgr(out, spec, x), target_to_bgr(y, spec, x)
-        sample_imgs = np.stack([output_to_bgr(o, spec, x) for o in outs]) if len(outs) > 1 else None
-        row = running.add(out, y, out_img, target_img, sample_imgs)
-        row = {"name": ds.pairs[i].a.name, **row}
-        per_image.append(row)
-        if colour:
-            out_imgs.append(out_img)
-            target_imgs.append(target_img)
-        if seg is not None:
-            seg.add(x, out, y)
-        if len(page) < rows:
-            std = None
-            if sample_imgs is not None:
-                std = std_heatmap((sample_imgs.astype(np.float32) / 255.0).std(axis=0).mean(axis=2))
-            page.append({**row, "input": input_to_bgr(x, spec), "output": out_img, "target": target_img, "std": std})
-    summary = running.summary()
-    if colour:
-        summary["histogram_intersection"] = M.histogram_intersection(out_imgs, target_imgs)
+        scores.add(ds.pairs[i].a.name, x, y)
     results = {
-        "model": str(model.path), "kind": model.kind, "backend": model.backend,
-        "data": str(data), "split": split, "direction": direction, "size": canonical_size((width, height)), "noise": noise,
-        "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": summary,
+        "model": str(model.path), "kind": model_kind(model), "backend": model.name,
+        "data": str(data), "split": split, "direction": direction, "size": canonical_size(size), "noise": noise,
+        "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": scores.summary(),
         "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings,
     }
     if seg is not None:
         results["segmentation"] = seg.result()
-    results["per_image"] = per_image
-    return results, page
+    results["per_image"] = scores.per_image
+    return results, scores.page
+
+
+def _pairs(spec: ModelSpec, data: Path, split: str, size: tuple[int, int], direction: str,
+           layout: str) -> PairDataset:
+    """The split's pairs at the evaluation size (W, H), read in the data's direction; EvalError if they cannot be."""
+    try:
+        # the same spec with the evaluation size and the data's direction: drives PairDataset only
+        data_spec = replace(spec.at_size(*size), direction=direction)
+        return PairDataset(resolve_split(Path(data), split), data_spec, layout, jitter=False)
+    except (SpecError, DataError) as exc:
+        raise EvalError(str(exc)) from None
+
+
+class _Scores:
+    """Per-image metrics (and dropout samples) of each translated pair, their summary, and the page's rows."""
+
+    def __init__(self, model: Backend, spec: ModelSpec, sampler: MaskSampler, size: tuple[int, int], samples: int,
+                 seg, rows: int):
+        self.model, self.spec, self.sampler, self.size, self.samples = model, spec, sampler, size, samples
+        self.seg, self.rows = seg, rows
+        self.running = M.Running()
+        self.colour = spec.task == "colorize"
+        self.out_imgs, self.target_imgs, self.page, self.per_image = [], [], [], []
+
+    def add(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
+        spec, (width, height) = self.spec, self.size
+        # copies: a backend may reuse its output buffer on the next run
+        outs = [self.model.run(x[None], self.sampler(1, height, width))[0].copy()
+                for _ in range(max(self.samples, 1))]
+        out = outs[0]
+        out_img, target_img = output_to_bgr(out, spec, x), target_to_bgr(y, spec, x)
+        sample_imgs = np.stack([output_to_bgr(o, spec, x) for o in outs]) if len(outs) > 1 else None
+        row = {"name": name, **self.running.add(out, y, out_img, target_img, sample_imgs)}
+        self.per_image.append(row)
+        if self.colour:
+            self.out_imgs.append(out_img)
+            self.target_imgs.append(target_img)
+        if self.seg is not None:
+            self.seg.add(x, out, y)
+        if len(self.page) < self.rows:
+            std = None
+            if sample_imgs is not None:
+                std = std_heatmap((sample_imgs.astype(np.float32) / 255.0).std(axis=0).mean(axis=2))
+            self.page.append({**row, "input": input_to_bgr(x, spec), "output": out_img, "target": target_img,
+                              "std": std})
+
+    def summary(self) -> dict:
+        summary = self.running.summary()
+        if self.colour:
+            summary["histogram_intersection"] = M.histogram_intersection(self.out_imgs, self.target_imgs)
+        return summary
 
 
 class _SegmentationScore:
@@ -291,7 +260,8 @@ def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
 
 def summary_lines(results: dict) -> list[str]:
     m = results["metrics"]
-    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {squared(results['size'])}, noise {results['noise']}):",
+    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {squared(results['size'])}, "
+             f"noise {results['noise']}):",
              f"  L1 {m['l1']:.4f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}"
              + (f"  dropout std {m['dropout_std']:.4f}" if m.get("dropout_std") is not None else "")]
     if "histogram_intersection" in m:
@@ -301,6 +271,6 @@ def summary_lines(results: dict) -> list[str]:
         s = results["segmentation"]
         for name in ("generated", "real"):
             v = s[name]
-            lines.append(f"  segmentation ({name:9s}) per-pixel {v['per_pixel_acc']:.3f}  per-class {v['per_class_acc']:.3f}  "
-                         f"IoU {v['class_iou']:.3f}")
+            lines.append(f"  segmentation ({name:9s}) per-pixel {v['per_pixel_acc']:.3f}  "
+                         f"per-class {v['per_class_acc']:.3f}  IoU {v['class_iou']:.3f}")
     return lines

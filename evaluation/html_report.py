@@ -18,9 +18,11 @@ from p2p.runtime.files import write_atomic
 from p2p.runtime.sizes import squared
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;background:#fafafa}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
+background:#fafafa}
 h1{font-size:20px;margin:0 0 4px} h2{font-size:16px;margin:24px 0 8px} .sub{color:#666;font-size:13px}
-table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding:4px 10px;font-size:13px;text-align:right}
+table{border-collapse:collapse;margin:8px 0}
+td,th{border:1px solid #ccc;padding:4px 10px;font-size:13px;text-align:right}
 th{background:#eee;text-align:left} .rows td{text-align:center;vertical-align:top;background:#fff}
 .rows img{display:block;image-rendering:pixelated;width:192px;height:auto} .cap{font-size:11px;color:#555}
 """
@@ -57,12 +59,14 @@ def table(rows: list[tuple[str, object]]) -> str:
 def render(results: dict, rows: list[dict]) -> str:
     """The page as a string. ``rows``: dicts with input, output, target (BGR), optional std, name, metrics."""
     m = results["metrics"]
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>p2p-eval: {html.escape(results['model_name'])}</title>",
+    name = html.escape(results['model_name'])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>p2p-eval: {name}</title>",
              f"<style>{STYLE}</style></head><body>",
-             f"<h1>p2p-eval: {html.escape(results['model_name'])}</h1>",
-             f"<div class='sub'>{html.escape(results['model'])} ({html.escape(results['kind'])}, {html.escape(results['backend'])}) · "
-             f"data {html.escape(results['data'])} [{html.escape(results['split'])}] · {html.escape(results['direction'])} · "
-             f"{squared(results['size'])} · noise {html.escape(results['noise'])} · K={results['samples']} · seed {results['seed']}</div>",
+             f"<h1>p2p-eval: {name}</h1>",
+             f"<div class='sub'>{html.escape(results['model'])} ({html.escape(results['kind'])}, "
+             f"{html.escape(results['backend'])}) · data {html.escape(results['data'])} "
+             f"[{html.escape(results['split'])}] · {html.escape(results['direction'])} · {squared(results['size'])} · "
+             f"noise {html.escape(results['noise'])} · K={results['samples']} · seed {results['seed']}</div>",
              "<h2>Metrics</h2>",
              table([(LABELS.get(k, k), v) for k, v in m.items() if not isinstance(v, dict)])]
     if "histogram_intersection" in m:
@@ -71,18 +75,20 @@ def render(results: dict, rows: list[dict]) -> str:
     seg = results.get("segmentation")
     if seg:
         head = "<tr><th></th><th>per-pixel acc.</th><th>per-class acc.</th><th>class IoU</th></tr>"
-        body = "".join(f"<tr><th>{name}</th><td>{fmt(seg[key]['per_pixel_acc'])}</td><td>{fmt(seg[key]['per_class_acc'])}"
-                       f"</td><td>{fmt(seg[key]['class_iou'])}</td></tr>"
+        body = "".join(f"<tr><th>{name}</th><td>{fmt(seg[key]['per_pixel_acc'])}</td>"
+                       f"<td>{fmt(seg[key]['per_class_acc'])}</td><td>{fmt(seg[key]['class_iou'])}</td></tr>"
                        for name, key in (("generated photos", "generated"), ("real photos (upper bound)", "real")))
         parts.append("<h2>Segmentation score (FCN-score)</h2><table>" + head + body + "</table>"
                      f"<div class='sub'>majority-class per-pixel accuracy: {fmt(seg['majority_baseline'])}</div>")
     with_std = any(r.get("std") is not None for r in rows)
-    parts.append(f"<h2>Samples (first {len(rows)})</h2><table class='rows'><tr><th>input</th><th>output</th><th>target</th>"
+    parts.append(f"<h2>Samples (first {len(rows)})</h2><table class='rows'>"
+                 "<tr><th>input</th><th>output</th><th>target</th>"
                  + ("<th>dropout std</th>" if with_std else "") + "</tr>")
     for r in rows:
         cells = [r["input"], r["output"], r["target"]] + ([r["std"]] if with_std and r.get("std") is not None else [])
         caption = f"{html.escape(r['name'])} · L1 {r['l1']:.3f} · PSNR {r['psnr']:.1f} · SSIM {r['ssim']:.3f}"
-        tds = "".join(f"<td><img alt='{kind}' src='{png_data_uri(img)}'>" + (f"<div class='cap'>{caption}</div>" if kind == 'output' else "")
+        tds = "".join(f"<td><img alt='{kind}' src='{png_data_uri(img)}'>"
+                      + (f"<div class='cap'>{caption}</div>" if kind == 'output' else "")
                       + "</td>" for kind, img in zip(("input", "output", "target", "std"), cells))
         parts.append(f"<tr>{tds}</tr>")
     parts.append("</table></body></html>")
@@ -134,16 +140,19 @@ def render_video(results: dict, plot_png: bytes, sample: dict[str, np.ndarray]) 
     """The page for p2p-eval --video: the errors, their plot over time, one frame of each stream."""
     metric = results["metric"]
     head = "<tr><th>stream</th><th>warping error</th><th>× input's own</th></tr>"
-    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{fmt(value)}</td><td>{fmt(results['vs_input'][name])}</td></tr>"
+    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{fmt(value)}</td>"
+                   f"<td>{fmt(results['vs_input'][name])}</td></tr>"
                    for name, value in results["warping_error"].items())
     plot_uri = "data:image/png;base64," + base64.b64encode(plot_png).decode("ascii")
-    cells = "".join(f"<td><img alt='{html.escape(name)}' style='width:240px' src='{png_data_uri(_thumbnail(img))}'>"
+    cells = "".join(f"<td><img alt='{html.escape(name)}' style='width:240px' "
+                    f"src='{png_data_uri(_thumbnail(img))}'>"
                     f"<div class='cap'>{html.escape(name)}</div></td>" for name, img in sample.items())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>p2p-eval --video: "
              f"{html.escape(results['model_name'])}</title><style>{STYLE}</style></head><body>",
              f"<h1>p2p-eval --video: {html.escape(results['model_name'])}</h1>",
              f"<div class='sub'>{html.escape(results['model'])} ({html.escape(results['kind'])}, "
-             f"{html.escape(results['backend'])}) · clip {html.escape(results['video'])} · {results['frames']} frames · "
+             f"{html.escape(results['backend'])}) · clip {html.escape(results['video'])} · "
+             f"{results['frames']} frames · "
              f"model at {html.escape(results['size'])} · seed {results['seed']}</div>",
              "<h2>Warping error</h2><table>" + head + body + "</table>",
              f"<div class='sub'>{html.escape(metric['name'])}: output t−1 warped onto frame t by the optical flow of "

@@ -97,7 +97,8 @@ class Running:
         self.stds: list[float] = []
 
     def add(self, out_tensor, target_tensor, out_img, target_img, samples=None) -> dict:
-        row = {"l1": l1(out_tensor, target_tensor), "psnr": psnr(out_img, target_img), "ssim": ssim(out_img, target_img)}
+        row = {"l1": l1(out_tensor, target_tensor), "psnr": psnr(out_img, target_img),
+               "ssim": ssim(out_img, target_img)}
         self.hf_out += laplacian_energy(out_img)
         self.hf_target += laplacian_energy(target_img)
         if samples is not None and len(samples) > 1:

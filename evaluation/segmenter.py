@@ -22,15 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import atomic_write
 from p2p.runtime.labels import CMP_CLASSES, CMP_PALETTE
-from p2p.runtime.spec import ModelSpec
-
 from p2p.runtime.pairs import PairDataset, resolve_split
+from p2p.runtime.spec import ModelSpec
 
 # CMP facade palette, RGB, in class-id order (1 background ... 12 shop; index 0 here = id 1).
 CMP_PALETTE_RGB = np.array(CMP_PALETTE, np.float32)

@@ -13,21 +13,23 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
+from p2p.runtime.backends import Backend
 from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.masks import NOISE_MODES
 from p2p.runtime.translator import Translator
 from p2p.runtime.warping_error import INPUT, METRIC_FLOW, METRIC_WIDTH, measure, read_clip
-from tqdm import tqdm
 
-from .evaluate import ArtifactModel, EvalError, Model, finite
+from .evaluate import EvalError, finite, model_kind
 from .html_report import warping_plot_png, write_video_report
 
 
-def evaluate_video(model: Model, clip: Path, *, size: int | None = None, seed: int = 0, temporal=(),
+def evaluate_video(model: Backend, clip: Path, *, size: int | None = None, seed: int = 0, temporal=(),
                    max_frames: int | None = None, progress: bool = False) -> tuple[dict, dict]:
     """Warping error of ``clip`` translated by ``model`` for each noise mode (and fixed + each ``temporal``
     strength), beside the input's own; returns (results for metrics.json, sample frames for the page)."""
-    backend = model.translator.backend if isinstance(model, ArtifactModel) else model
+    backend = model
     variants = {mode: Translator(backend, noise=mode, seed=seed, size=size) for mode in NOISE_MODES}
     for strength in temporal:
         variants[f"fixed + temporal {strength:g}"] = Translator(backend, noise="fixed", seed=seed, size=size,
@@ -57,7 +59,7 @@ def evaluate_video(model: Model, clip: Path, *, size: int | None = None, seed: i
     errors = meter.summary()
     box = variants["off"].box
     results = {
-        "model": str(model.path), "kind": model.kind, "backend": model.backend,
+        "model": str(model.path), "kind": model_kind(model), "backend": model.name,
         "video": str(clip), "frames": n, "size": f"{box[0]}x{box[1]}", "seed": seed,
         "metric": {"name": "warping error (Lai et al., ECCV 2018)", "width": METRIC_WIDTH, "flow": METRIC_FLOW,
                    "units": "squared RGB difference in [0, 1], summed over channels, mean over non-occluded pixels"},

@@ -1,9 +1,13 @@
 """p2p-export: checkpoint → model.onnx (masks as inputs, spec inside) [→ model.engine]."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
+
+from p2p.runtime import cli_options as o
+from p2p.runtime import contract
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import output_error
@@ -11,14 +15,14 @@ from p2p.runtime.spec import SpecError
 from p2p.runtime.web.bundle import build_web_folder, check_web_target
 
 from .onnx_export import ExportError
-from .tensorrt_build import Shapes, TensorRTUnavailable, parse_nhw, parse_sizes
+from .tensorrt_build import Shapes, TensorRTUnavailable, parse_nhw
 
 EXAMPLES = """
 \b
 Examples:
   p2p-export runs/facades --verify                       # writes runs/facades/model.onnx
   p2p-export runs/facades/checkpoint.pt -o runs/facades/model.fp16.onnx --fp16
-  p2p-export runs/facades --trt --shapes 256x256,512x512 --batch 2
+  p2p-export runs/facades --trt --shapes 256x256,640x384 --batch 2       # width x height, as --size
   p2p-export runs/facades -o runs/facades/model.engine --trt --fp16 --min 1x256x256 --opt 1x512x512 --max 4x768x1280
   p2p-export runs/facades -o runs/facades/model.int8.onnx --int8 --calib ../shared/data/facades/val
   p2p-export runs/facades --opset 17       # for TensorRT 8.6 (JetPack 6.0) / its trtexec
@@ -31,22 +35,25 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@o.resolve_aliases
 @click.argument("run_or_checkpoint", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="ONNX file to write (default: model.onnx beside the checkpoint, where p2p-live looks); with "
-                   "--trt a name ending in .engine names the engine (the ONNX goes beside it).")
+@o.output_option("ONNX file to write (default: model.onnx beside the checkpoint, where p2p-live looks); with "
+                 "--trt a name ending in .engine names the engine (the ONNX goes beside it).",
+                 old=("--output",))
 @click.option("--verify", is_flag=True,
               help="Compare ONNX Runtime with PyTorch (same masks, batch 1 and 2); fail above the tolerance.")
 @click.option("--fp16", is_flag=True,
               help="FP16 weights and compute (inputs/outputs stay fp32); FP16 engine with --trt.")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs TensorRT and the GPU it will run on).")
-@click.option("--shapes", metavar="HxW[,HxW...]",
-              help="--trt: frame sizes the engine must accept (opt = the first). Default: the training size.")
+@click.option("--shapes", type=o.SIZES, default=None,
+              help="--trt: frame sizes the engine must accept, each WxH as --size (opt = the first). "
+                   "Default: the training size.")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="--trt with --shapes: largest batch.")
-@click.option("--min", "min_shape", metavar="NxHxW", help="--trt: smallest batch x height x width.")
-@click.option("--opt", "opt_shape", metavar="NxHxW", help="--trt: the shape to tune for.")
-@click.option("--max", "max_shape", metavar="NxHxW", help="--trt: largest batch x height x width.")
+@click.option("--min", "min_shape", metavar="NxHxW", help="--trt: smallest input tensor, batch x height x width "
+              "(the order of the tensor's shape, as trtexec writes it).")
+@click.option("--opt", "opt_shape", metavar="NxHxW", help="--trt: the input tensor shape to tune for.")
+@click.option("--max", "max_shape", metavar="NxHxW", help="--trt: largest input tensor, batch x height x width.")
 @click.option("--timing-cache", type=click.Path(path_type=Path),
               help="--trt: timing cache file (default ~/.cache/p2p/tensorrt-VERSION.timing-cache).")
 @click.option("--workspace", type=click.FloatRange(min=0.1), metavar="GB", help="--trt: builder workspace limit.")
@@ -66,35 +73,20 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 @click.option("--web-fp16", is_flag=True,
               help="--web: the page's model stores its weights as float16 (half the download; computed in "
                    "float32; outputs within ~2e-3 of the fp32 model's).")
-def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
+def main(run_or_checkpoint, out, verify, fp16, trt, shapes, batch, min_shape, opt_shape, max_shape,
          timing_cache, workspace, int8, calib, norm, opset, web, web_fp16):
     """Export a p2p-train checkpoint to ONNX (and optionally a TensorRT engine), dropout preserved.
 
     RUN_OR_CHECKPOINT is a p2p-train --out folder or its checkpoint.pt.
     """
-    if output is None:  # beside the checkpoint: runs/NAME/model.onnx is what p2p-live finds under ./runs
-        output = (run_or_checkpoint if run_or_checkpoint.is_dir() else run_or_checkpoint.parent) / "model.onnx"
-    onnx_path, engine_path = _paths(output, trt)
-    profile_given = [s is not None for s in (min_shape, opt_shape, max_shape)]
-    if any(profile_given) and not all(profile_given):
-        raise click.UsageError("give all three of --min, --opt and --max (or --shapes)")
-    if shapes and any(profile_given):
-        raise click.UsageError("--shapes and --min/--opt/--max are alternatives; give one")
-    if (shapes or any(profile_given)) and not trt:
-        raise click.UsageError("--shapes/--min/--opt/--max describe the TensorRT engine: add --trt")
+    if out is None:  # beside the checkpoint: runs/NAME/model.onnx is what p2p-live finds under ./runs
+        out = (run_or_checkpoint if run_or_checkpoint.is_dir() else run_or_checkpoint.parent) / "model.onnx"
+    onnx_path, engine_path = _paths(out, trt)
+    profile = _profile(trt, shapes, batch, min_shape, opt_shape, max_shape)
     if int8 and (fp16 or trt):
         raise click.UsageError("--int8 is for ONNX Runtime CPU; for TensorRT or GPUs use --fp16")
     if int8 != (calib is not None):
         raise click.UsageError("--int8 and --calib DIR go together")
-    try:
-        profile = None
-        if shapes:
-            profile = Shapes.from_sizes(parse_sizes(shapes), batch)
-        elif min_shape:
-            profile = Shapes(parse_nhw(min_shape), parse_nhw(opt_shape), parse_nhw(max_shape))
-    except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
-
     if web_fp16 and web is None:
         raise click.UsageError("--web-fp16 goes with --web DIR")
     if web is not None:
@@ -106,10 +98,11 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
 
     with user_errors():
         try:
-            export_checkpoint(run_or_checkpoint, onnx_path, precision="int8" if int8 else "fp16" if fp16 else "fp32",
+            precision = contract.INT8 if int8 else contract.FP16 if fp16 else contract.FP32
+            export_checkpoint(run_or_checkpoint, onnx_path, precision=precision,
                               verify=verify, calib=calib, norm=norm, engine=engine_path if trt else None,
                               shapes=profile, timing_cache=timing_cache, workspace_gb=workspace,
-                              opset=int(opset) if opset else None, log=click.echo)
+                              opset=int(opset) if opset else None, log=_log)
         except TensorRTUnavailable as exc:
             raise ExportError(f"{onnx_path} was written, but no engine: {exc}") from exc
         except OSError as exc:
@@ -120,7 +113,32 @@ def main(run_or_checkpoint, output, verify, fp16, trt, shapes, batch, min_shape,
             raise output_error(exc, exc.filename or onnx_path) from exc
         if web is not None:
             build_web_folder(onnx_path, web, fp16=web_fp16)
-            click.echo(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with p2p-web {web}")
+            _log(f"wrote {web}/ (the page, {onnx_path.name}, onnxruntime-web): serve it with {o.runnable('p2p-web')} "
+                 f"{shlex.quote(str(web))}")
+
+
+def _profile(trt: bool, shapes, batch: int, min_shape, opt_shape, max_shape) -> Shapes | None:
+    """The engine's shape profile from --shapes or --min/--opt/--max (None: the training size)."""
+    profile_given = [s is not None for s in (min_shape, opt_shape, max_shape)]
+    if any(profile_given) and not all(profile_given):
+        raise click.UsageError("give all three of --min, --opt and --max (or --shapes)")
+    if shapes and any(profile_given):
+        raise click.UsageError("--shapes and --min/--opt/--max are alternatives; give one")
+    if (shapes or any(profile_given)) and not trt:
+        raise click.UsageError("--shapes/--min/--opt/--max describe the TensorRT engine: add --trt")
+    try:
+        if shapes:
+            return Shapes.from_sizes([(h, w) for w, h in shapes], batch)
+        if min_shape:
+            return Shapes(parse_nhw(min_shape), parse_nhw(opt_shape), parse_nhw(max_shape))
+    except SpecError as exc:
+        raise click.UsageError(str(exc)) from None
+    return None
+
+
+def _log(line: str) -> None:
+    """What was written is the result (stdout); the rest is progress (stderr)."""
+    click.echo(line, err=not line.startswith("wrote "))
 
 
 def _paths(output: Path, trt: bool) -> tuple[Path, Path]:

@@ -21,7 +21,7 @@ from .tensorrt_build import Shapes, build_engine, installed_tensorrt, version_tu
 from .verify import verify_onnx
 
 
-def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32", verify: bool = False,
+def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = contract.FP32, verify: bool = False,
                       calib: Path | None = None, norm: str | None = None, engine: Path | None = None,
                       shapes: Shapes | None = None, timing_cache: Path | None = None,
                       workspace_gb: float | None = None, opset: int | None = None,
@@ -39,7 +39,7 @@ def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32",
     if engine is not None:
         check_writable(engine)
         shapes = (shapes or Shapes.single(spec)).validated(spec)
-    if precision == "int8":
+    if precision == contract.INT8:
         calibration_inputs(calib, spec, limit=1)  # a wrong folder fails now, not after the export
 
     if opset is None:
@@ -52,15 +52,15 @@ def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32",
         f"{spec.dropout_blocks} dropout masks) to {onnx_path} ...")
     model32 = build_onnx(generator, spec, norm=norm, opset=opset)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32_path = onnx_path if precision == "fp32" else Path(tmp) / "model.fp32.onnx"
-        if precision == "fp32" or precision == "int8" or engine is not None:
+        fp32_path = onnx_path if precision == contract.FP32 else Path(tmp) / "model.fp32.onnx"
+        if precision == contract.FP32 or precision == contract.INT8 or engine is not None:
             # int8 quantises an fp32 file, and TensorRT 10 builds FP16 from one (with a builder flag)
-            write_model(model32, spec, "fp32", fp32_path)
-        if precision == "int8":
+            write_model(model32, spec, contract.FP32, fp32_path)
+        if precision == contract.INT8:
             if verify:
                 _verify(fp32_path, generator, log)
             _, frames = quantize_int8(fp32_path, onnx_path, calib)
-            _wrote(onnx_path, spec, "int8", log)
+            _wrote(onnx_path, spec, contract.INT8, log)
             r = compare(fp32_path, onnx_path, frames)
             kernels = kernel_counts(onnx_path)
             log(f"  int8 vs fp32 on {min(len(frames), 4)} calibration frames: max abs diff {r['max_diff']:.3f}, "
@@ -68,14 +68,14 @@ def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = "fp32",
                 f"{kernels.get('QLinearConv', 0)} convolutions run as integer kernels, "
                 f"{kernels.get('Conv', 0) + kernels.get('ConvTranspose', 0)} in float")
             return onnx_path
-        if precision == "fp16":
-            write_model(to_fp16(model32), spec, "fp16", onnx_path)
+        if precision == contract.FP16:
+            write_model(to_fp16(model32), spec, contract.FP16, onnx_path)
         _wrote(onnx_path, spec, precision, log)
         if verify:
             _verify(onnx_path, generator, log)
         if engine is not None:
             # TensorRT 10 takes FP16 as a builder flag on the fp32 file; 11 is strongly typed and needs the FP16 file
-            fp16 = precision == "fp16"
+            fp16 = precision == contract.FP16
             build_engine(fp32_path, engine, shapes=shapes, fp16=fp16, fp16_onnx_path=onnx_path if fp16 else None,
                          timing_cache=timing_cache, workspace_gb=workspace_gb, log=log)
             log(f"wrote {engine} and {engine.name}.json")

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
 from p2p.runtime import contract
 from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
 from p2p.runtime.spec import ModelSpec
@@ -106,13 +107,13 @@ def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32, reduce_ran
             model = onnx.load(str(tmp_path))
     finally:
         root.setLevel(level)
-    return write_model(model, spec, "int8", out_path), feeds
+    return write_model(model, spec, contract.INT8, out_path), feeds
 
 
 def _check_same(a: Path, b: Path, feed: dict) -> None:
     """The rewritten fp32 graph must compute what the exported one does (a bug otherwise, not a user error)."""
     out = [contract.OUTPUT]
-    diff = float(np.abs(ort_session(a).run(out, feed)[0] - ort_session(b).run(out, feed)[0]).max())
+    diff = contract.compare_outputs(ort_session(b).run(out, feed)[0], ort_session(a).run(out, feed)[0]).max
     if diff > FP32_TOLERANCE:
         raise RuntimeError(f"ConvTranspose→Conv rewrite changed the output by {diff:.2e}")
 
@@ -137,7 +138,7 @@ def compare(fp32_path, other_path, feeds, *, runs: int = 5, threads: int | None 
     """Max and mean abs output difference of ``other_path`` from fp32, and ORT CPU ms/frame of each."""
     a, b = ort_session(fp32_path, threads), ort_session(other_path, threads)
     out = [contract.OUTPUT]
-    diffs = [np.abs(a.run(out, f)[0] - b.run(out, f)[0]) for f in feeds[:4]]
+    diff = contract.compare_outputs([b.run(out, f)[0] for f in feeds[:4]], [a.run(out, f)[0] for f in feeds[:4]])
     times = {"fp32": [], "int8": []}
     f = feeds[0]
     for sess in (a, b):
@@ -147,5 +148,5 @@ def compare(fp32_path, other_path, feeds, *, runs: int = 5, threads: int | None 
             t = time.perf_counter()
             sess.run(out, f)
             times[key].append((time.perf_counter() - t) * 1e3)
-    return {"max_diff": float(max(d.max() for d in diffs)), "mean_diff": float(np.mean([d.mean() for d in diffs])),
+    return {"max_diff": diff.max, "mean_diff": diff.mean,
             "ms_fp32": float(np.median(times["fp32"])), "ms_int8": float(np.median(times["int8"]))}

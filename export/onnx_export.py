@@ -18,13 +18,13 @@ import warnings
 from pathlib import Path
 
 import onnx
+
 from p2p.runtime import contract
 from p2p.runtime.artifacts import read_onnx_metadata
 from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import write_atomic
 from p2p.runtime.integrity import ONNX_KEY, seal_onnx
 from p2p.runtime.spec import ModelSpec, SpecError
-
 
 OPSET = 18  # the lowest the dynamo exporter writes; TensorRT 10+ and ORT 1.14+ read it
 OPSETS = (17, 18)  # 17: rewritten for TensorRT 8.6's parser (export/opset17.py)
@@ -48,7 +48,7 @@ def export_onnx(generator, spec: ModelSpec, path, *, fp16: bool = False, norm: s
     if fp16:
         from .fp16 import to_fp16  # onnxconverter-common: only FP16 needs it
         model = to_fp16(model)
-    return write_model(model, spec, "fp16" if fp16 else "fp32", path)
+    return write_model(model, spec, contract.FP16 if fp16 else contract.FP32, path)
 
 
 def write_model(model: onnx.ModelProto, spec: ModelSpec, precision: str, path) -> Path:
@@ -117,10 +117,6 @@ def set_metadata(model: onnx.ModelProto, spec: ModelSpec, precision: str) -> Non
 def read_onnx_spec(path) -> ModelSpec:
     """The model spec stored in an ONNX file's metadata (raises SpecError if absent or malformed)."""
     return read_onnx_metadata(path)[0]
-
-
-def read_onnx_precision(path) -> str:
-    return read_onnx_metadata(path)[1]
 
 
 def check_graph(model: onnx.ModelProto, spec: ModelSpec | None = None) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import onnx
 
 from p2p.runtime import contract, install_hints
-from p2p.runtime.artifacts import ShapeLimits, engine_meta_path
+from p2p.runtime.artifacts import ShapeLimits
 from p2p.runtime.files import write_atomic
 from p2p.runtime.integrity import seal_engine_meta
 from p2p.runtime.spec import ModelSpec, SpecError
@@ -83,17 +83,6 @@ def parse_nhw(text: str) -> tuple[int, int, int]:
     return tuple(int(g) for g in m.groups())
 
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-    """'256x256,512x768' → [(256, 256), (512, 768)] as (height, width)."""
-    sizes = []
-    for part in (text or "").split(","):
-        m = re.fullmatch(r"\s*(\d+)[x×](\d+)\s*", part)
-        if not m:
-            raise SpecError(f"size {part.strip()!r} is not HEIGHTxWIDTH (e.g. 256x256,512x768)")
-        sizes.append((int(m.group(1)), int(m.group(2))))
-    return sizes
-
-
 def import_tensorrt():
     """``tensorrt`` and a usable Builder, or TensorRTUnavailable saying what is missing."""
     try:
@@ -101,8 +90,9 @@ def import_tensorrt():
     except ImportError as exc:
         raise TensorRTUnavailable(f"TensorRT is not installed ({exc}): {INSTALL_HINT}") from None
     if version_tuple(trt.__version__) < MIN_TENSORRT:
-        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old to build p2p engines (8.5 or later; JetPack 6 "
-                                  "ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file with ONNX Runtime")
+        raise TensorRTUnavailable(f"TensorRT {trt.__version__} is too old to build p2p engines (8.5 or later; "
+                                  "JetPack 6 ships 8.6 and 10.3): upgrade to JetPack 6, or run the .onnx file with "
+                                  "ONNX Runtime")
     logger = trt.Logger(trt.Logger.WARNING)
     try:
         builder = trt.Builder(logger)
@@ -146,67 +136,15 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
     spec = read_onnx_spec(onnx_path)
     shapes = (shapes or Shapes.single(spec)).validated(spec)
     trt, logger, builder = import_tensorrt()
-    major = trt_major(trt)
-
-    source = onnx_path
-    network_flags = 0
-    if major < 10:  # TensorRT 8.x defaults to implicit batch, which the ONNX parser refuses
-        network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if fp16 and major >= 11:
-        if fp16_onnx_path is None:
-            raise ExportError(f"TensorRT {trt.__version__} is strongly typed: FP16 needs the FP16 ONNX "
-                              f"(export with --fp16)")
-        source = Path(fp16_onnx_path)
-    if major >= 11:  # always strongly typed there; the flag (if it still exists) is harmless
-        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        network_flags = (1 << int(flag)) if flag is not None else 0
-    graph = onnx.load(str(source), load_external_data=False)
-    if major < 10:  # TensorRT 8.6's parser misreads opset-18 forms without an error: refuse them here
-        problems = tensorrt8_problems(graph)
-        if problems:
-            raise ExportError(f"TensorRT {trt.__version__} cannot parse {source} as it is ({'; '.join(problems[:3])}"
-                              f"{'; ...' if len(problems) > 3 else ''}): export it with --opset 17")
-    network = builder.create_network(network_flags)
-    parser = trt.OnnxParser(network, logger)
-    native = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
-    if native is not None:  # InstanceNormalization as TensorRT's own layer, not the plugin
-        parser.set_flag(native)
-    if not parser.parse_from_file(str(source)):
-        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise ExportError(f"TensorRT could not parse {source}: {errors or 'unknown error'}")
+    source, network_flags = _network_source(trt, onnx_path, fp16, fp16_onnx_path)
+    graph, network = _parse(trt, logger, builder, source, network_flags)
 
     config = builder.create_builder_config()
     if workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    profile = builder.create_optimization_profile()
-    low, opt, high = (contract.input_shapes(spec, *s) for s in (shapes.min, shapes.opt, shapes.max))
-    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    if sorted(inputs) != sorted(low):
-        raise ExportError(f"{source} has inputs {inputs}, expected {sorted(low)}")
-    for name in inputs:  # the image and every mask: a profile missing one fails the build
-        profile.set_shape(name, low[name], opt[name], high[name])
-    config.add_optimization_profile(profile)
-
-    precision = "fp32"
-    if fp16 and major < 11 and source == onnx_path:
-        config.set_flag(trt.BuilderFlag.FP16)
-        pin_norm_fp32(trt, network, config, norm_nodes(graph))
-        precision = "fp16"
-    elif fp16:
-        precision = "fp16"  # from the FP16 ONNX, strongly typed
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-        # TF32 convolutions (Ampere+) drift ~1e-3 from fp32; an fp32 engine should match ORT
-        config.clear_flag(trt.BuilderFlag.TF32)
-
-    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt)
-    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
-    try:
-        cache = config.create_timing_cache(cache_bytes) if cache_bytes else None
-    except Exception:  # a truncated cache file
-        cache = None
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        # unreadable, or from another TensorRT/GPU: start afresh (it is overwritten after the build)
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    _add_profile(builder, config, network, spec, shapes, source)
+    precision = _set_precision(trt, network, config, graph, fp16, from_fp32=source == onnx_path)
+    cache_path = _load_timing_cache(trt, config, timing_cache)
 
     log(f"building TensorRT {trt.__version__} engine ({precision}, N×H×W {shapes.min} … {shapes.max}); "
         f"this takes minutes the first time")
@@ -220,13 +158,88 @@ def build_engine(onnx_path, engine_path, *, shapes: Shapes | None = None, fp16: 
         write_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
     except OSError as exc:  # a cache is an optimisation; never fail a good build over it
         log(f"note: timing cache not saved to {cache_path}: {exc}")
-    meta = seal_engine_meta({"spec": spec.to_dict(), "shapes": shapes.to_dict(), "precision": precision,
-                             "tensorrt_version": trt.__version__, "device": _device_name(),
-                             "onnx": Path(fp16_onnx_path or onnx_path).name}, engine_bytes)
-    write_atomic(engine_meta_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
+    meta = seal_engine_meta(contract.engine_meta(spec, shapes.to_dict(), precision, tensorrt_version=trt.__version__,
+                                                 device=_device_name(), onnx=Path(fp16_onnx_path or onnx_path).name),
+                            engine_bytes)
+    write_atomic(contract.engine_meta_path(engine_path), (json.dumps(meta, indent=2) + "\n").encode())
     return engine_path
 
 
+def _network_source(trt, onnx_path: Path, fp16: bool, fp16_onnx_path) -> tuple[Path, int]:
+    """The ONNX file TensorRT parses and the network's creation flags, by TensorRT version."""
+    major = trt_major(trt)
+    source, network_flags = onnx_path, 0
+    if major < 10:  # TensorRT 8.x defaults to implicit batch, which the ONNX parser refuses
+        network_flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    if fp16 and major >= 11:
+        if fp16_onnx_path is None:
+            raise ExportError(f"TensorRT {trt.__version__} is strongly typed: FP16 needs the FP16 ONNX "
+                              f"(export with --fp16)")
+        source = Path(fp16_onnx_path)
+    if major >= 11:  # always strongly typed there; the flag (if it still exists) is harmless
+        flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        network_flags = (1 << int(flag)) if flag is not None else 0
+    return source, network_flags
+
+
+def _parse(trt, logger, builder, source: Path, network_flags: int):
+    """(the ONNX graph, TensorRT's network parsed from it); ExportError with the parser's errors."""
+    graph = onnx.load(str(source), load_external_data=False)
+    if trt_major(trt) < 10:  # TensorRT 8.6's parser misreads opset-18 forms without an error: refuse them here
+        problems = tensorrt8_problems(graph)
+        if problems:
+            raise ExportError(f"TensorRT {trt.__version__} cannot parse {source} as it is ({'; '.join(problems[:3])}"
+                              f"{'; ...' if len(problems) > 3 else ''}): export it with --opset 17")
+    network = builder.create_network(network_flags)
+    parser = trt.OnnxParser(network, logger)
+    native = getattr(getattr(trt, "OnnxParserFlag", None), "NATIVE_INSTANCENORM", None)
+    if native is not None:  # InstanceNormalization as TensorRT's own layer, not the plugin
+        parser.set_flag(native)
+    if not parser.parse_from_file(str(source)):
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT could not parse {source}: {errors or 'unknown error'}")
+    return graph, network
+
+
+def _add_profile(builder, config, network, spec, shapes: Shapes, source: Path) -> None:
+    """One optimisation profile over the image and every mask input (one missing would fail the build)."""
+    profile = builder.create_optimization_profile()
+    low, opt, high = (contract.input_shapes(spec, *s) for s in (shapes.min, shapes.opt, shapes.max))
+    inputs = [network.get_input(i).name for i in range(network.num_inputs)]
+    if sorted(inputs) != sorted(low):
+        raise ExportError(f"{source} has inputs {inputs}, expected {sorted(low)}")
+    for name in inputs:
+        profile.set_shape(name, low[name], opt[name], high[name])
+    config.add_optimization_profile(profile)
+
+
+def _set_precision(trt, network, config, graph, fp16: bool, from_fp32: bool) -> str:
+    """Builder flags for the precision; returns its name (fp16: weakly typed with pinned norms, or typed)."""
+    precision = contract.FP32
+    if fp16 and trt_major(trt) < 11 and from_fp32:
+        config.set_flag(trt.BuilderFlag.FP16)
+        pin_norm_fp32(trt, network, config, norm_nodes(graph))
+        precision = contract.FP16
+    elif fp16:
+        precision = contract.FP16  # from the FP16 ONNX, strongly typed
+    if precision == contract.FP32 and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 convolutions (Ampere+) drift ~1e-3 from fp32; an fp32 engine should match ORT
+        config.clear_flag(trt.BuilderFlag.TF32)
+    return precision
+
+
+def _load_timing_cache(trt, config, timing_cache) -> Path:
+    """Give the builder the timing cache (an unreadable or foreign one: a fresh one); returns its path."""
+    cache_path = Path(timing_cache) if timing_cache else default_timing_cache(trt)
+    cache_bytes = cache_path.read_bytes() if cache_path.is_file() else b""
+    try:
+        cache = config.create_timing_cache(cache_bytes) if cache_bytes else None
+    except Exception:  # a truncated cache file
+        cache = None
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        # unreadable, or from another TensorRT/GPU: start afresh (it is overwritten after the build)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    return cache_path
 
 
 def pin_norm_fp32(trt, network, config, norms: list[list[onnx.NodeProto]]) -> list[str]:
@@ -257,7 +270,8 @@ def pin_norm_fp32(trt, network, config, norms: list[list[onnx.NodeProto]]) -> li
             found |= owners
     if names - found:
         raise ExportError(f"no TensorRT layer found for normalisation nodes {', '.join(sorted(names - found)[:4])}: "
-                          "an FP16 engine would compute their statistics in fp16; build an fp32 engine (leave out --fp16)")
+                          "an FP16 engine would compute their statistics in fp16; build an fp32 engine "
+                          "(leave out --fp16)")
     if pinned:  # obey where TensorRT has it: fp32 always has an implementation, so it cannot fail the build
         flag = getattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS", None) or getattr(
             trt.BuilderFlag, "PREFER_PRECISION_CONSTRAINTS", None)

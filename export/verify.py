@@ -9,22 +9,24 @@ change it (the noise survived export).
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
+
 from p2p.runtime import contract
+from p2p.runtime.backends import Backend
 
 from .fp16 import FP16_TOLERANCE
-from .onnx_export import ExportError, read_onnx_metadata
+from .onnx_export import ExportError
 
 FP32_TOLERANCE = 1e-4
 
 
 def tolerance_for(precision: str) -> float:
-    return FP16_TOLERANCE if precision == "fp16" else FP32_TOLERANCE
+    return FP16_TOLERANCE if precision == contract.FP16 else FP32_TOLERANCE
 
 
 @dataclass
@@ -70,21 +72,36 @@ def ort_session(path, threads: int | None = None) -> ort.InferenceSession:
 
 def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float | None = None,
                 seed: int = 0, threads: int | None = None) -> VerifyResult:
-    """Compare ``path`` (ONNX Runtime CPU) with ``generator`` (PyTorch, train mode, on a copy).
+    """Compare ``path`` (the runtime's ONNX Runtime CPU backend) with ``generator`` (PyTorch, on a copy).
 
     ``sizes``: (height, width) pairs, default the spec's training size. The
     tolerance defaults to 1e-4 for fp32 files and ``FP16_TOLERANCE`` for fp16.
     """
+    from p2p.runtime.ort_backend import OrtBackend
+    from p2p.training.torch_backend import TorchBackend
+
     path = Path(path)
-    spec, precision = read_onnx_metadata(path)
+    reference = TorchBackend(path, generator=copy.deepcopy(generator).cpu().float().train())  # the paper's test time
+    # threads given: the runtime's settings tuning (seconds, a cache in ~) is not for a one-off check
+    candidate = OrtBackend(path, "ort-cpu", threads=threads or os.cpu_count() or 1)
+    try:
+        return verify(candidate, reference, sizes=sizes, batches=batches, tolerance=tolerance, seed=seed)
+    finally:
+        candidate.close()
+
+
+def verify(candidate: Backend, reference: Backend, *, sizes=None, batches=(1, 2), tolerance: float | None = None,
+           seed: int = 0) -> VerifyResult:
+    """Compare any two backends of one model on identical inputs and masks: ``candidate`` (e.g. an export,
+    on any runtime backend) against ``reference`` (e.g. its PyTorch generator); repeatability and the noise
+    are checked on ``candidate``."""
+    spec, precision = candidate.spec, candidate.precision
     result = VerifyResult(precision, tolerance if tolerance is not None else tolerance_for(precision))
     sizes = list(sizes or [(spec.height, spec.width)])
-    net = copy.deepcopy(generator).cpu().float().train()
-    sess = ort_session(path, threads)
     rng = np.random.default_rng(seed)
 
     def ort_run(image, masks):
-        return sess.run([contract.OUTPUT], contract.feeds(spec, image, masks))[0]
+        return np.array(candidate.run(image, masks))  # a copy: a backend may reuse its output buffer
 
     def masks_for(batch, height, width, seed):
         return contract.draw_masks(spec, np.random.default_rng(seed), batch, height, width)
@@ -93,12 +110,11 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
         for batch in batches:
             image = rng.uniform(-1, 1, (batch, spec.in_channels, height, width)).astype(np.float32)
             masks = masks_for(batch, height, width, seed + 1000 * i + batch)
-            with torch.no_grad():
-                ref = net(torch.from_numpy(image), [torch.from_numpy(m) for m in masks]).numpy()
+            ref = np.array(reference.run(image, masks))
             out = ort_run(image, masks)
             if out.shape != ref.shape:
                 raise ExportError(f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape}")
-            result.diffs[(batch, height, width)] = float(np.abs(out - ref).max())
+            result.diffs[(batch, height, width)] = contract.compare_outputs(out, ref).max
 
     # repeatability and the noise, at the first size and batch 1
     height, width = sizes[0]
@@ -108,5 +124,5 @@ def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float
     result.repeatable = bool(np.array_equal(first, ort_run(image, masks)))
     if spec.dropout_blocks and spec.dropout_p > 0:
         other = ort_run(image, masks_for(1, height, width, seed + 1))
-        result.masks_matter = bool(np.abs(other - first).max() > 0)
+        result.masks_matter = contract.compare_outputs(other, first).max > 0
     return result

@@ -71,8 +71,7 @@ class EngineMeta:
     sha256: str | None = None  # of the engine file (runtime.integrity), checked when it is loaded
 
 
-def engine_meta_path(engine: Path) -> Path:
-    return Path(str(engine) + ".json")
+engine_meta_path = contract.engine_meta_path
 
 
 def read_engine_meta(engine: Path) -> EngineMeta:
@@ -84,13 +83,8 @@ def read_engine_meta(engine: Path) -> EngineMeta:
     try:
         data = json.loads(meta.read_text())
         check_engine_meta(data, str(meta))
-        spec = ModelSpec.from_dict(data["spec"])
-        shapes = ShapeLimits(*(tuple(int(v) for v in data["shapes"][k]) for k in ("min", "opt", "max")))
-        if any(len(s) != 3 for s in (shapes.min, shapes.opt, shapes.max)):
-            raise ValueError("shapes must be [N, H, W]")
-        version = data.get("tensorrt_version")
-        return EngineMeta(spec, shapes, str(data.get("precision", "fp32")), str(version) if version else None,
-                          data.get("engine_sha256"))
+        spec, shapes, precision, version, sha256 = contract.parse_engine_meta(data)
+        return EngineMeta(spec, ShapeLimits(*shapes), precision, version, sha256)
     except CorruptArtifact:
         raise
     except (OSError, ValueError, KeyError, TypeError) as exc:  # SpecError is a ValueError

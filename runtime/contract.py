@@ -12,8 +12,15 @@ backends, the runtime's mask sampler): a contract written twice drifts.
   ``p2p.precision`` (fp32, fp16 or int8).
 - Masks are inverted dropout, as PyTorch's train-mode dropout: keep where a uniform
   draw in [0, 1) is ≥ p, and scale the kept values by 1/(1−p).
+- A TensorRT engine's side file ``model.engine.json``: ``engine_meta`` writes it, ``parse_engine_meta``
+  reads it (the spec, the (N, H, W) range it was built for, the precision, the builder's version).
+- Two outputs of the same inputs agree when ``compare_outputs``' largest difference is within a
+  tolerance: --verify, the INT8 check and benchmarks/gpu_check.py all compare this way.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +31,8 @@ OUTPUT = "output"
 MASK_PREFIX = "dropout_mask_"
 META_SPEC = "p2p.spec"
 META_PRECISION = "p2p.precision"
-PRECISIONS = ("fp32", "fp16", "int8")
+FP32, FP16, INT8 = "fp32", "fp16", "int8"  # the precisions an exported model (or engine) computes in
+PRECISIONS = (FP32, FP16, INT8)
 
 
 # --- names and shapes ---------------------------------------------------------------
@@ -46,11 +54,16 @@ def mask_scale(spec: ModelSpec, k: int) -> int:
     return 2 ** (spec.depth - 1 - k)
 
 
+def decoder_channels(spec: ModelSpec, k: int) -> int:
+    """Channels decoder block k (0: right after the bottleneck) outputs: those of encoder layer depth−2−k.
+    Its dropout mask has them, and distillation maps a student's onto a teacher's by them."""
+    return spec.encoder_channels()[spec.depth - 2 - k]
+
+
 def mask_shapes(spec: ModelSpec, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
     """Shapes of the dropout masks for a batch of frames of this size, in input order."""
     spec.check_size(height, width)
-    enc = spec.encoder_channels()
-    return [(batch, enc[spec.depth - 2 - k], height // mask_scale(spec, k), width // mask_scale(spec, k))
+    return [(batch, decoder_channels(spec, k), height // mask_scale(spec, k), width // mask_scale(spec, k))
             for k in range(spec.dropout_blocks)]
 
 
@@ -66,8 +79,7 @@ def output_shape(spec: ModelSpec, batch: int, height: int, width: int) -> tuple[
 
 def signature(spec: ModelSpec) -> list[str]:
     """The inputs in words, for messages: ``image (N,3,H,W)``, ``dropout_mask_0 (N,512,H/128,W/128)``, ..."""
-    enc = spec.encoder_channels()
-    masks = [f"{name} (N,{enc[spec.depth - 2 - k]},H/{mask_scale(spec, k)},W/{mask_scale(spec, k)})"
+    masks = [f"{name} (N,{decoder_channels(spec, k)},H/{mask_scale(spec, k)},W/{mask_scale(spec, k)})"
              for k, name in enumerate(mask_names(spec))]
     return [f"{INPUT} (N,{spec.in_channels},H,W)", *masks]
 
@@ -152,6 +164,54 @@ def check_channels(spec: ModelSpec, declared: dict[str, list], where: str) -> No
 def mask_rule(spec: ModelSpec) -> list[dict]:
     """Each mask input as data (name, channels, how many times smaller than the frame): for code that
     cannot call ``mask_shapes`` (the web page: shape = (N, channels, H/scale, W/scale))."""
-    enc = spec.encoder_channels()
-    return [{"name": name, "channels": enc[spec.depth - 2 - k], "scale": mask_scale(spec, k)}
+    return [{"name": name, "channels": decoder_channels(spec, k), "scale": mask_scale(spec, k)}
             for k, name in enumerate(mask_names(spec))]
+
+
+# --- comparing outputs -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputDiff:
+    """How far one output is from a reference output of the same inputs (absolute, in [-1, 1] units)."""
+    max: float
+    mean: float
+
+    def within(self, tolerance: float) -> bool:
+        return self.max <= tolerance
+
+
+def compare_outputs(output, reference) -> OutputDiff:
+    """The one comparison of outputs (arrays of the same shape; lists of them are compared pairwise)."""
+    pairs = list(zip(output, reference)) if isinstance(output, (list, tuple)) else [(output, reference)]
+    diffs = [np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) for a, b in pairs]
+    return OutputDiff(float(max(d.max() for d in diffs)), float(np.mean([d.mean() for d in diffs])))
+
+
+# --- the TensorRT engine's side file ------------------------------------------------------------------------
+ENGINE_META_SUFFIX = ".json"  # model.engine → model.engine.json
+
+
+def engine_meta_path(engine) -> Path:
+    return Path(str(engine) + ENGINE_META_SUFFIX)
+
+
+def engine_meta(spec: ModelSpec, shapes: dict, precision: str, *, tensorrt_version: str, device: str | None,
+                onnx: str) -> dict:
+    """model.engine.json's content (before runtime.integrity seals it): ``shapes`` {"min"|"opt"|"max": [N, H, W]}."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+    return {"spec": spec.to_dict(), "shapes": {k: list(shapes[k]) for k in ("min", "opt", "max")},
+            "precision": precision, "tensorrt_version": tensorrt_version, "device": device, "onnx": onnx}
+
+
+def parse_engine_meta(data: dict) -> tuple[ModelSpec, tuple, str, str | None, str | None]:
+    """(spec, (min, opt, max) as (N, H, W) tuples, precision, TensorRT version, engine SHA-256) of
+    model.engine.json's content; ValueError, KeyError or TypeError when it is not one."""
+    spec = ModelSpec.from_dict(data["spec"])
+    shapes = tuple(tuple(int(v) for v in data["shapes"][k]) for k in ("min", "opt", "max"))
+    if any(len(s) != 3 for s in shapes):
+        raise ValueError("shapes must be [N, H, W]")
+    precision = str(data.get("precision", "fp32"))
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")
+    version = data.get("tensorrt_version")
+    return spec, shapes, precision, str(version) if version else None, data.get("engine_sha256")

@@ -17,7 +17,6 @@ import hashlib
 import json
 import mmap
 import os
-from pathlib import Path
 
 from .errors import UserError
 

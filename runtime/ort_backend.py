@@ -29,6 +29,7 @@ except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said wh
 from . import contract, install_hints, ort_tuning
 from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
 from .errors import BackendUnavailable, first_line
+from .files import file_sha256
 from .integrity import check_onnx_file
 from .spec import ModelSpec, SpecError
 
@@ -145,49 +146,9 @@ class OrtBackend:
         self.path = Path(path)
         if self.path.is_file():
             check_onnx_file(self.path)  # a damaged file is refused before ONNX Runtime reads it
-        present = present_providers()
-        if provider == "auto":
-            candidates = [n for n in PROVIDERS if PROVIDERS[n] in present]
-        elif PROVIDERS[provider] not in present:
-            raise BackendUnavailable(
-                f"backend {provider} needs ONNX Runtime's {PROVIDERS[provider]}, but the installed "
-                f"onnxruntime has only {', '.join(present)}: install onnxruntime-gpu instead of "
-                "onnxruntime (never both), or pick another --backend")
-        else:
-            candidates = [provider]
         self.skipped: list[str] = []
         settings = _Settings(threads or 0, optimization, spinning, trt_cache, profile)
-        for name in candidates:
-            missing = load_gpu_libraries(name) if name != "ort-cpu" else []
-            try:
-                session = self._open(name, settings)
-            except _StartFailure as exc:
-                if name == "ort-cpu":
-                    raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
-                                        f"ONNX model?): {exc}") from None
-                reason = "; ".join([str(exc), *missing])
-                if provider != "auto":
-                    raise BackendUnavailable(f"backend {name} could not start ({reason}): it needs {NEEDS[name]}; "
-                                             "or pick --backend ort-cpu") from None
-                self.skipped.append(f"{name}: {reason}")
-                continue
-            used = session.get_providers()[0]
-            if used == PROVIDERS[name]:
-                break
-            if provider == "auto" and used in (PROVIDERS[c] for c in candidates):
-                # e.g. a TensorRT session that started on CUDA is a CUDA session, and says so
-                started = session.get_providers()
-                self.skipped += [f"{n}: did not start (the session runs on {used})" for n in CHAINS[name]
-                                 if PROVIDERS[n] not in started]
-                break
-            if provider != "auto":
-                seen = f" ({'; '.join(missing)})" if missing else ""
-                raise BackendUnavailable(
-                    f"backend {name} asked for, but ONNX Runtime could not start its {PROVIDERS[name]} (the session "
-                    f"would run on {used}){seen}: it needs {NEEDS[name]}; ONNX Runtime's log above says which part "
-                    "is missing; or pick --backend ort-cpu")
-            self.skipped.append(f"{name}: did not start (the session would run on {used})")
-        self.session = session
+        self.session, used = self._first_that_starts(provider, settings)
         self.name = next(n for n, p in PROVIDERS.items() if p == used)
         try:
             self.spec, self.precision = contract.read_metadata(self.session.get_modelmeta().custom_metadata_map,
@@ -209,6 +170,60 @@ class OrtBackend:
         self._out: np.ndarray | None = None
         self.limits = None  # any multiple of spec.multiple works
 
+    def _first_that_starts(self, provider: str, settings: "_Settings") -> tuple[ort.InferenceSession, str]:
+        """(session, the provider it runs on): ``provider``'s, or with "auto" the best one that starts.
+
+        What was tried and did not start is said in ``self.skipped``; a provider asked for by name that
+        does not start is BackendUnavailable.
+        """
+        present = present_providers()
+        if provider == "auto":
+            candidates = [n for n in PROVIDERS if PROVIDERS[n] in present]
+        elif PROVIDERS[provider] not in present:
+            raise BackendUnavailable(
+                f"backend {provider} needs ONNX Runtime's {PROVIDERS[provider]}, but the installed "
+                f"onnxruntime has only {', '.join(present)}: install onnxruntime-gpu instead of "
+                "onnxruntime (never both), or pick another --backend")
+        else:
+            candidates = [provider]
+        for name in candidates:
+            missing = load_gpu_libraries(name) if name != "ort-cpu" else []
+            session = self._start(name, provider, settings, missing)
+            if session is None:
+                continue
+            used = session.get_providers()[0]
+            if used == PROVIDERS[name]:
+                break
+            if provider == "auto" and used in (PROVIDERS[c] for c in candidates):
+                # e.g. a TensorRT session that started on CUDA is a CUDA session, and says so
+                started = session.get_providers()
+                self.skipped += [f"{n}: did not start (the session runs on {used})" for n in CHAINS[name]
+                                 if PROVIDERS[n] not in started]
+                break
+            if provider != "auto":
+                seen = f" ({'; '.join(missing)})" if missing else ""
+                raise BackendUnavailable(
+                    f"backend {name} asked for, but ONNX Runtime could not start its {PROVIDERS[name]} (the session "
+                    f"would run on {used}){seen}: it needs {NEEDS[name]}; ONNX Runtime's log above says which part "
+                    "is missing; or pick --backend ort-cpu")
+            self.skipped.append(f"{name}: did not start (the session would run on {used})")
+        return session, used
+
+    def _start(self, name: str, provider: str, settings: "_Settings", missing: list[str]):
+        """A session on ``name``'s providers, or None (said in ``self.skipped``) when it fails to start."""
+        try:
+            return self._open(name, settings)
+        except _StartFailure as exc:
+            if name == "ort-cpu":
+                raise ArtifactError(f"{self.path}: ONNX Runtime cannot load it (corrupt, truncated, or not an "
+                                    f"ONNX model?): {exc}") from None
+            reason = "; ".join([str(exc), *missing])
+            if provider != "auto":
+                raise BackendUnavailable(f"backend {name} could not start ({reason}): it needs {NEEDS[name]}; "
+                                         "or pick --backend ort-cpu") from None
+            self.skipped.append(f"{name}: {reason}")
+            return None
+
     def _tuned(self, base: "_Settings") -> tuple[ort.InferenceSession, "_Settings"]:
         """The CPU session with the settings ort_tuning stored for this model, machine and frame shape
         (measured now, a few seconds, when there are none); the session opened by default if they are it."""
@@ -216,7 +231,7 @@ class OrtBackend:
         limits = limits or ShapeLimits(*[(1, self.spec.height, self.spec.width)] * 3)
         shape = limits.opt
         exact = shape if limits.min == limits.max else None  # a session planned for one shape needs to know it
-        keys = ort_tuning.file_sha256(self.path), ort_tuning.machine_key(ort.__version__), shape
+        keys = file_sha256(self.path), ort_tuning.machine_key(ort.__version__), shape
         default = ort_tuning.SessionSettings(base.threads, base.optimization)
         chosen = None if ort_tuning.mode() == "again" else ort_tuning.load(*keys)
         sessions = {default: self.session}
@@ -304,7 +319,7 @@ class OrtBackend:
         except (ImportError, SpecError):  # without it TensorRT makes its own profiles; the session checks the file
             spec = None
         if spec is not None:
-            options["trt_fp16_enable"] = precision == "fp16"  # fp32 models keep fp32 numerics
+            options["trt_fp16_enable"] = precision == contract.FP16  # fp32 models keep fp32 numerics
             limits = settings.profile(spec) if callable(settings.profile) else settings.profile
             limits = limits or ShapeLimits(*[(1, spec.height, spec.width)] * 3)
             for key, shape in zip(("min", "opt", "max"), (limits.min, limits.opt, limits.max)):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import contract
-from .files import file_sha256, write_atomic
+from .files import write_atomic
 from .spec import ModelSpec
 
 ENV = "P2P_ORT_TUNE"

@@ -16,22 +16,10 @@ of 8), and so is 264x256 (depth 3, a 33×32 bottleneck).
 """
 from __future__ import annotations
 
+from .cli_options import parse_size
+
 MIN_DEPTH = 3           # 8×8 is the smallest square (as before: powers of two ≥ 8)
 MAX_BOTTLENECK = 9      # shorter side of the bottleneck: 1 for powers of two, 2 at 3:2, 3 at 4:3, 9 at 16:9
-
-
-def parse_size(text: str | int | tuple | None):
-    """--size: "256" (a square box), "512x288" (width x height), or None (the model's own size)."""
-    if text is None or isinstance(text, (int, tuple)):
-        return text
-    parts = str(text).lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        values = []
-    if len(values) not in (1, 2) or min(values) <= 0:
-        raise ValueError(f"size {text!r} is not N or WxH (e.g. 256 or 512x288)")
-    return values[0] if len(values) == 1 else (values[0], values[1])
 
 
 def twos(n: int) -> int:
@@ -78,9 +66,8 @@ def size_problem(width: int, height: int) -> str | None:
 
 
 def width_height(size) -> tuple[int, int]:
-    """(width, height) of a size as --size gives it: N, "N", "WxH" or (W, H)."""
-    value = parse_size(size)
-    return (value, value) if isinstance(value, int) else tuple(value)
+    """(width, height) of a size as --size gives it: N, "N", "WxH" or (W, H) (--size's grammar, cli_options)."""
+    return parse_size(size)
 
 
 def canonical_size(size) -> int | str:

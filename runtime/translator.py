@@ -24,16 +24,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import contract
+from . import cli_options, contract
 from .artifacts import ShapeError, ShapeLimits
 from .backends import open_backend
 from .images import input_tensor, output_to_bgr, to_bgr8
 from .masks import NOISE_MODES, MaskSampler
-from .sizes import parse_size
 from .spec import ModelSpec
 from .temporal import Motion, Stabilizer
 
-FIT_MODES = ("resize", "pad")
+FIT_MODES = cli_options.FIT_MODES
+
+
+def parse_size(text: str | int | tuple | None) -> tuple[int, int] | None:
+    """A size box: "256" or 256 (a square), "512x288" or (512, 288) (width x height) → (width, height);
+    None: the model's own size. The grammar is --size's, from cli_options."""
+    return None if text is None else cli_options.parse_size(text)
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ def fit_box(spec: ModelSpec, size, fit: str, limits: ShapeLimits | None) -> tupl
         if limits is not None and not limits.covers(1, spec.height, spec.width):
             return limits.opt[2], limits.opt[1]  # an engine built for another size: use its optimum
         return spec.width, spec.height
-    bw, bh = (size, size) if isinstance(size, int) else size
+    bw, bh = parse_size(size)
     m = spec.multiple
     if fit == "resize" and (bw % m or bh % m):
         raise ShapeError(f"--size {bw}x{bh} does not suit this model: with --fit resize width and height "

@@ -10,10 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import dropout_output_shapes, shared_data
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import dropout_output_shapes, shared_data
 from p2p.runtime import contract, ort_tuning
+from p2p.runtime.files import file_sha256
 from p2p.runtime.spec import SPEC_FORMAT, ModelSpec, SpecError
 from p2p.training.models import Generator, count_parameters, init_weights
 
@@ -145,6 +146,7 @@ def test_convtranspose_as_conv_is_exact():
     assert np.abs(run(rewritten) - ref).max() < 1e-5 and np.abs(run(model) - ref).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_int8_runs_every_convolution_as_an_integer_kernel(tmp_path):
     """The old --int8 left ConvTranspose in float (weights dequantised every frame): slower than fp32."""
     from p2p.export.int8 import compare, kernel_counts, quantize_int8
@@ -224,7 +226,7 @@ def test_backend_tunes_once_per_model_and_machine_and_remembers(small_model, tmp
     assert "tuning ONNX Runtime" in capsys.readouterr().err
     entries = json.loads(ort_tuning.cache_file().read_text())
     (key, entry), = entries.items()
-    assert key.startswith(ort_tuning.file_sha256(small_model)) and key.endswith("1x32x32")
+    assert key.startswith(file_sha256(small_model)) and key.endswith("1x32x32")
     assert entry["measured_ms"] and entry["settings"]["threads"] in (0, 1, 2)
 
     # stored settings are used as they are, without measuring again: here one thread, planned for 32x32

@@ -18,16 +18,19 @@ import cv2
 import numpy as np
 import pytest
 from conftest import TINY, flip_byte, invoke, one_line_error, shared_data
+from test_runtime import export_tiny
+
 from p2p.evaluation.cli import main as eval_main
 from p2p.export.cli import main as export_main
 from p2p.runtime import files
 from p2p.runtime.errors import OutputError
 from p2p.runtime.images import ImageError, read_image
 from p2p.training.checkpoint import load_checkpoint
-from p2p.training.cli import default_data_dir, main as train_main
+from p2p.training.cli import main as train_main
+from p2p.training.config import default_data_dir
 from p2p.video import pipeline
 from p2p.video.cli import translate_main, video_main
-from test_runtime import export_tiny
+
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
@@ -125,6 +128,7 @@ def test_read_only_file_systems_are_named_as_such(tiny_run, model, read_only, tm
 
 
 # --- 4. a full disk in the other commands ---------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_on_a_full_disk_names_the_file_and_leaves_nothing(tiny_run, small_disk, monkeypatch, tmp_path):
     disk = small_disk("32k")
     line = one_line_error(invoke(export_main, tiny_run, "-o", disk / "model.onnx"))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from conftest import shared_data
+
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.distributed import World
 from p2p.training.models import MaskDropout
@@ -53,6 +53,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_ranks_with_sync_bn_equal_one_process_over_the_global_batch(tmp_path):
     data = shared_data("facades")
     mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
@@ -72,6 +73,7 @@ def test_two_ranks_with_sync_bn_equal_one_process_over_the_global_batch(tmp_path
     # (weights are not compared: Adam's first update is lr·sign(g), which flips for g ≈ 0 at float noise)
 
 
+@pytest.mark.slow
 def test_torchrun_launch_and_single_process_resume(tmp_path):
     data = shared_data("facades")
     out = tmp_path / "ddp"
@@ -106,7 +108,7 @@ def test_module_entry_point_takes_the_same_flags():
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_step_keeps_losses_finite(tmp_path, dtype):
-    from p2p.training.cli import default_data_dir
+    from p2p.training.config import default_data_dir
 
     t = Trainer(TrainConfig(data=str(default_data_dir()), out=str(tmp_path), task="edges", size=32, ngf=4, ndf=4,
                             progress=False))

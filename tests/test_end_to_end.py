@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import cv2
-
+import pytest
 from conftest import shared_data
 
 
@@ -19,6 +19,7 @@ def run(*cmd: str) -> subprocess.CompletedProcess:
     return r
 
 
+@pytest.mark.slow
 def test_train_export_video_eval_on_real_data(tmp_path):
     photos, clip = shared_data("photos"), shared_data("video", "tree.avi")
     run_dir, model, video = tmp_path / "edges", tmp_path / "edges" / "model.onnx", tmp_path / "out.mp4"

@@ -12,12 +12,12 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import ROOT, shared_data
-from p2p.runtime import contract
+
 from p2p.evaluation import metrics as M
 from p2p.evaluation import segmenter as S
 from p2p.evaluation.cli import main as eval_main
+from p2p.runtime import contract
 from p2p.runtime.web.browser import FLAGS
 
 # the flags the CI notes prescribe for a sandboxed, offline headless Chromium
@@ -71,6 +71,7 @@ def test_palette_maps_back_to_class_ids():
     assert S.label_ids(facade_photo()[:, :, ::-1])[1] > S.MAX_LABEL_DISTANCE  # a photo is no label map
 
 
+@pytest.mark.slow
 def test_segmenter_on_real_photos_beats_chance(tmp_path):
     data = shared_data("facades")
     cfg = S.SegConfig(size=64, width=8, iters=250, batch=8)  # ~20 s; measured 0.49 per-pixel, 0.21 per-class
@@ -171,6 +172,7 @@ def test_reports_are_named_after_model_and_data_and_never_replaced_silently(tiny
     assert code == 0 and "replaced the earlier report" in output and "other-data" in output
 
 
+@pytest.mark.slow
 def test_data_that_does_not_fit_the_model_is_said(tmp_path):
     from test_runtime import export_tiny
 
@@ -231,12 +233,12 @@ def test_segmentation_score_in_report(tiny_facades, tmp_path):
 
 def test_colorisation_reports_histogram_intersection(tmp_path):
     """evaluate() with a stand-in colouriser that predicts no colour (ab = 0): grey outputs."""
-    from p2p.runtime.spec import ModelSpec
     from p2p.evaluation.evaluate import evaluate
+    from p2p.runtime.spec import ModelSpec
 
     class Grey:
         spec = ModelSpec.for_task("colorize", 64)
-        kind, backend, path = "stand-in", "numpy", Path("grey")
+        kind, name, path, limits = "stand-in", "numpy", Path("grey"), None  # a runtime Backend
 
         def run(self, x, masks):
             assert [m.shape for m in masks] == contract.mask_shapes(self.spec, *x.shape[:1], *x.shape[2:])
@@ -279,6 +281,7 @@ def test_report_renders_in_headless_chromium(tiny_facades, tmp_path):
 
 
 # --- the ablation benchmark, tiny ---------------------------------------------------------------
+@pytest.mark.slow
 def test_ablation_tiny(tiny_data, tmp_path):
     spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
     ablation = importlib.util.module_from_spec(spec)

@@ -17,10 +17,10 @@ import torch
 from click.testing import CliRunner
 from conftest import one_line_error
 from onnx import TensorProto, helper
+
 from p2p.export.cli import main as cli
-from p2p.export.fp16 import FP16_TOLERANCE
+from p2p.export.fp16 import FP16_TOLERANCE, to_fp16
 from p2p.export.int8 import compare, quantize_int8
-from p2p.export.fp16 import to_fp16
 from p2p.export.onnx_export import (
     ExportError,
     all_nodes,
@@ -29,7 +29,7 @@ from p2p.export.onnx_export import (
     check_writable,
     export_onnx,
     forbidden_ops,
-    read_onnx_precision,
+    read_onnx_metadata,
     read_onnx_spec,
     write_model,
 )
@@ -39,10 +39,10 @@ from p2p.export.tensorrt_build import (
     TensorRTUnavailable,
     import_tensorrt,
     parse_nhw,
-    parse_sizes,
 )
 from p2p.export.verify import FP32_TOLERANCE, verify_onnx
 from p2p.runtime import contract
+from p2p.runtime.cli_options import SIZES
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.checkpoint import load_checkpoint, save_checkpoint
 from p2p.training.models import Generator, init_weights
@@ -263,7 +263,7 @@ def test_fp16_within_tolerance_and_fp32_io(legacy_fp16):
     assert all(v.type.tensor_type.elem_type == TensorProto.FLOAT
                for v in list(model.graph.input) + list(model.graph.output))
     assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
-    assert read_onnx_precision(path) == "fp16"
+    assert read_onnx_metadata(path)[1] == "fp16"
     result = verify_onnx(path, legacy_fp16["gen"], sizes=[(32, 32), (64, 32)], batches=(1, 2), threads=1)
     assert result.tolerance == FP16_TOLERANCE
     assert result.max_diff <= FP16_TOLERANCE, result.lines()
@@ -280,6 +280,7 @@ def write_frames(folder, count=3, size=64):
     return folder
 
 
+@pytest.mark.slow
 def test_fp16_reduce_norm_keeps_its_statistics_in_fp32(tmp_path):
     """Pre-norm activations near 1000: their centred squares overflow float16 (max 65504) unless the
     statistics chain stays fp32. ONNX's reference evaluator computes float16 ops in float16, as a GPU
@@ -311,7 +312,7 @@ def test_int8_calibrated_on_frames(paired, tmp_path):
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and forbidden_ops(model) == set()
     check_graph(model, paired["spec"])  # same inputs: masks survive quantisation
-    assert read_onnx_precision(out) == "int8" and read_onnx_spec(out) == paired["spec"]
+    assert read_onnx_metadata(out)[1] == "int8" and read_onnx_spec(out) == paired["spec"]
     result = compare(paired["path"], out, feeds, runs=1, threads=1)
     assert 0 < result["max_diff"] < 0.5 and result["ms_int8"] > 0
 
@@ -320,7 +321,7 @@ def test_int8_calibrated_on_frames(paired, tmp_path):
 
 def test_spec_round_trips_through_metadata(paired, legacy_fp16):
     assert read_onnx_spec(paired["path"]) == paired["spec"]
-    assert read_onnx_precision(paired["path"]) == "fp32"
+    assert read_onnx_metadata(paired["path"])[1] == "fp32"
     spec16 = read_onnx_spec(legacy_fp16["path"])
     assert spec16 == legacy_fp16["spec"]
     assert (spec16.task, spec16.generator, spec16.dropout_p, spec16.in_channels, spec16.out_channels) == \
@@ -364,6 +365,7 @@ def run_cli(args):
     return result
 
 
+@pytest.mark.slow
 def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, even where it is installed
     digest, state = sha256(checkpoint), load_checkpoint(checkpoint)["generator"]
@@ -377,13 +379,14 @@ def test_cli_fp16_verify_and_trt_without_tensorrt(checkpoint, tmp_path, monkeypa
     assert "OK: fp16" in result.output
     # the ONNX file is there and complete; no engine, no stray files
     assert read_onnx_spec(out) == load_checkpoint(checkpoint)["spec"]
-    assert read_onnx_precision(out) == "fp16"
+    assert read_onnx_metadata(out)[1] == "fp16"
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]
     # the checkpoint is untouched: bytes and weights
     assert sha256(checkpoint) == digest
     assert same_state(state, load_checkpoint(checkpoint)["generator"])
 
 
+@pytest.mark.slow
 def test_cli_writes_beside_the_checkpoint_by_default(checkpoint, tmp_path, monkeypatch):
     """Without -o the model goes where p2p-live looks (RUN/model.onnx), not into the current folder."""
     monkeypatch.chdir(tmp_path)
@@ -458,19 +461,19 @@ def test_cli_read_only_folder(checkpoint):
     assert result.exit_code == 1 and "not writable" in one_line_error(result)
 
 
-@pytest.mark.parametrize("args,expect", [
-    (["--trt", "--shapes", "100x100"], "multiples of 64"),
-    (["--trt", "--shapes", "64x64,96x128"], "multiples of 64"),
-    (["--trt", "--min", "1x64x64", "--opt", "1x128x128", "--max", "1x64x64"], "min ≤ opt ≤ max"),
-    (["--trt", "--min", "1x64x64", "--opt", "1x64x64", "--max", "2x64x200"], "multiples of 64"),
-    (["--trt", "--shapes", "big"], "HEIGHTxWIDTH"),
-    (["--trt", "--min", "1x64", "--opt", "1x64x64", "--max", "1x64x64"], "NxHxW"),
+@pytest.mark.parametrize("args,expect,code", [
+    (["--trt", "--shapes", "100x100"], "multiples of 64", 1),
+    (["--trt", "--shapes", "64x64,96x128"], "multiples of 64", 1),
+    (["--trt", "--min", "1x64x64", "--opt", "1x128x128", "--max", "1x64x64"], "min ≤ opt ≤ max", 1),
+    (["--trt", "--min", "1x64x64", "--opt", "1x64x64", "--max", "2x64x200"], "multiples of 64", 1),
+    (["--trt", "--shapes", "big"], "not N or WxH", 2),  # the grammar of --size, a usage error
+    (["--trt", "--min", "1x64", "--opt", "1x64x64", "--max", "1x64x64"], "NxHxW", 2),
 ])
-def test_cli_bad_shapes_fail_before_export(checkpoint, tmp_path, args, expect):
+def test_cli_bad_shapes_fail_before_export(checkpoint, tmp_path, args, expect, code):
     out = tmp_path / "model.onnx"
     result = run_cli([checkpoint, "-o", out, *args])
-    assert result.exit_code == 1
-    assert expect in one_line_error(result)
+    assert result.exit_code == code, result.output
+    assert expect in result.output.strip().splitlines()[-1]
     assert not out.exists()  # checked before minutes of export/build
 
 
@@ -497,7 +500,7 @@ def test_cli_usage_errors(checkpoint, tmp_path, args):
 def test_shapes_parsing_and_profile():
     spec = ModelSpec.for_task("paired", 256)
     assert parse_nhw("2x256x512") == (2, 256, 512)
-    assert parse_sizes("256x256, 512x768") == [(256, 256), (512, 768)]
+    assert SIZES.convert("256x256, 768x512", None, None) == [(256, 256), (768, 512)]  # width x height
     shapes = Shapes.from_sizes([(512, 768), (256, 256)], max_batch=4).validated(spec)
     assert shapes.to_dict() == {"min": [1, 256, 256], "opt": [1, 512, 768], "max": [4, 512, 768]}
     assert Shapes.single(spec).to_dict()["opt"] == [1, 256, 256]
@@ -564,7 +567,7 @@ class FakeTensorRT:
     no layer. ``node_layers`` maps each node's name to its layer.
     """
 
-    def __init__(self, version: str):
+    def __init__(self, version: str):  # noqa: C901
         import importlib.machinery
         import types
         self.__version__ = version

@@ -10,16 +10,15 @@ import os
 import socket
 import subprocess
 import sys
-import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 from click.testing import CliRunner
-
 from conftest import one_line_error
+
+from p2p.training import steps as steps_module  # the objective: where the loss functions are called
 from p2p.training import trainer as trainer_module
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.cli import main
@@ -33,14 +32,14 @@ def train(*args: str):
 
 def nan_l1_from_call(monkeypatch, k: int) -> None:
     """Make G's L1 term NaN from its k-th call on (1-based): a run that diverges at iteration k."""
-    real, calls = trainer_module.l1_loss, {"n": 0}
+    real, calls = steps_module.l1_loss, {"n": 0}
 
     def l1(fake, target):
         calls["n"] += 1
         loss = real(fake, target)
         return loss * float("nan") if calls["n"] >= k else loss
 
-    monkeypatch.setattr(trainer_module, "l1_loss", l1)
+    monkeypatch.setattr(steps_module, "l1_loss", l1)
 
 
 def all_finite(state: dict) -> bool:
@@ -96,8 +95,10 @@ def free_port() -> int:
 def _rank_worker(rank: int, world: int, port: int, out: str, mode: str) -> None:
     """One rank of a 2-process run; writes what it saw to out/rank{rank}.json."""
     import torch.distributed as dist
-    from p2p.training.config import World, default_data_dir
-    from p2p.training.session import TrainError, configure, train as run_training
+
+    from p2p.training.config import World
+    from p2p.training.session import TrainError, configure
+    from p2p.training.session import train as run_training
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -107,12 +108,12 @@ def _rank_worker(rank: int, world: int, port: int, out: str, mode: str) -> None:
     if mode == "nan-on-rank-1":
         opts["objective"] = "l1"
         if rank == 1:
-            real, calls = trainer_module.l1_loss, {"n": 0}
+            real, calls = steps_module.l1_loss, {"n": 0}
 
             def l1(fake, target):
                 calls["n"] += 1
                 return real(fake, target) * (float("nan") if calls["n"] >= 5 else 1.0)
-            trainer_module.l1_loss = l1
+            steps_module.l1_loss = l1
     try:
         cfg, state = configure(opts, set(), False, log=lambda m: None)
         run_training(cfg, state, World(rank, world, rank), warn=lambda m: None)
@@ -137,6 +138,7 @@ def run_two_ranks(tmp_path: Path, mode: str, timeout: float = 120) -> list[dict]
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_nan_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
     reports = run_two_ranks(tmp_path, "nan-on-rank-1")
     assert [r["result"] for r in reports] == ["error", "error"]
@@ -147,12 +149,14 @@ def test_nan_on_one_rank_stops_every_rank_with_the_same_error(tmp_path):
     assert not any(r["process_group_left_open"] for r in reports)
 
 
+@pytest.mark.slow
 def test_a_finished_distributed_run_destroys_its_process_group(tmp_path):
     reports = run_two_ranks(tmp_path, "clean")
     assert [r["result"] for r in reports] == ["ok", "ok"]
     assert not any(r["process_group_left_open"] for r in reports)
 
 
+@pytest.mark.slow
 def test_repeated_torchrun_launches_with_sync_bn_all_exit_zero(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for attempt in range(5):  # the abort at exit came 1 time in 4 under load
@@ -225,6 +229,7 @@ def test_every_parameter_is_trained_in_one_process(tmp_path, sync_bn):
     assert report["unchanged"] == [], report
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sync_bn", [False, True])
 def test_every_parameter_is_trained_in_two_processes(tmp_path, sync_bn):
     mp.spawn(_parameter_worker, args=(2, free_port(), str(tmp_path), sync_bn), nprocs=2, join=True)

@@ -13,22 +13,22 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import types
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tomllib
 import torch
-
 from conftest import ROOT
+from test_runtime import export_tiny
+
 from p2p.runtime import Translator, contract, install_hints, ort_backend, trt_backend
 from p2p.runtime.errors import BackendUnavailable
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.config import default_data_dir
 from p2p.training.trainer import TrainConfig, Trainer, restore_rng
-from test_runtime import export_tiny
 
 GPU_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -54,7 +54,7 @@ class FakeGpuOrt:
     without that function. Sessions really run, on the CPU.
     """
 
-    def __init__(self, monkeypatch, starts=("CPUExecutionProvider",), raises=(), version="1.32.0",
+    def __init__(self, monkeypatch, starts=("CPUExecutionProvider",), raises=(), version="1.32.0",  # noqa: C901
                  preload_failures=()):
         self.requests: list[list] = []
         self.kwargs: list[dict] = []
@@ -474,6 +474,7 @@ runpy.run_path({script!r}, run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_without_the_export_extras_on_a_bare_checkout():
     """A GPU image with torch but without onnxconverter-common, TensorRT or cuda-python, and p2p not
     pip-installed: the torch checks run, each check that cannot run says SKIP and why (the old check

@@ -12,6 +12,8 @@ import onnx
 import pytest
 import torch
 from conftest import TINY, flip_byte, invoke, one_line_error, tensor_data_offset
+from test_runtime import export_tiny
+
 from p2p.evaluation.cli import main as eval_main
 from p2p.export.cli import main as export_main
 from p2p.export.onnx_export import save_onnx
@@ -20,9 +22,10 @@ from p2p.runtime.errors import BackendUnavailable
 from p2p.runtime.integrity import ONNX_KEY, CorruptArtifact, check_onnx_file, seal_engine_meta
 from p2p.runtime.translator import Translator
 from p2p.training.checkpoint import CHECKPOINT_FORMAT, CheckpointError, CorruptCheckpoint, load_checkpoint
-from p2p.training.cli import default_data_dir, main as train_main
+from p2p.training.cli import main as train_main
+from p2p.training.config import default_data_dir
 from p2p.video.cli import translate_main
-from test_runtime import export_tiny
+
 
 def damaged_copy(run: Path, where: Path, previous_too: bool = False) -> Path:
     """A copy of the run whose checkpoint.pt has one flipped bit in its largest tensor's data."""

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import shared_data
+
 from p2p.video.display import fit_size, has_gui, key_name
 
 TOOLS = ("Xvfb", "openbox", "xdotool", "xwd", "xwininfo", "tesseract")
@@ -263,6 +264,7 @@ def middle(half: np.ndarray) -> np.ndarray:
     return half[h // 6: h - h // 6].astype(np.int16)
 
 
+@pytest.mark.slow
 def test_window_keys_and_size_without_window_manager(bare_desktop, long_clip, tmp_path, live_runs):
     """Full size when it fits; the labels and status are readable; space pauses, n re-translates the held
     frame, t turns stabilisation on (and says so), s saves unique snapshots, q quits with exit 0."""

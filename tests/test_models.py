@@ -1,8 +1,8 @@
 """The networks match the paper: sizes, parameter counts, dropout placement, skips."""
 import pytest
 import torch
-
 from conftest import dropout_output_shapes
+
 from p2p.runtime import contract
 from p2p.runtime.spec import ModelSpec, SpecError
 from p2p.training.models import Discriminator, Generator, MaskDropout, count_parameters, init_weights

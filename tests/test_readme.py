@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, SHARED_DATA
 
 COMMANDS = ("p2p-train", "p2p-export", "p2p-live", "p2p-video", "p2p-translate", "p2p-eval", "p2p-web")
@@ -161,3 +160,17 @@ def test_the_package_builds_without_data_warnings_and_ships_its_data(tmp_path):
     assert sum(n.startswith("p2p/training/default_data/train/") and n.endswith(".jpg") for n in names) >= 40
     assert any(n.startswith("p2p/training/default_data/val/") for n in names)
     assert any(n.endswith("default_data/LICENSE-opencv-samples.txt") for n in names)
+
+
+def test_readme_commands_use_the_current_option_names():
+    """README teaches the vocabulary: no option it shows is unknown or an old, hidden spelling."""
+    from test_cli_vocabulary import COMMANDS
+
+    wrong = []
+    for argv in p2p_commands():
+        command = COMMANDS[argv[0]]
+        known = {name for p in command.params if not getattr(p, "hidden", False)
+                 for name in (*p.opts, *getattr(p, "secondary_opts", []))} | {"-h", "--help"}
+        wrong += [f"{' '.join(argv)}  →  {word}" for word in argv[1:]
+                  if word.startswith("-") and not word.lstrip("-").isdigit() and word.split("=")[0] not in known]
+    assert not wrong, "README uses options its commands do not show:\n" + "\n".join(wrong)

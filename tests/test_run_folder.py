@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import TINY, one_line_error, tree_bytes
+
 from p2p.training import trainer as trainer_module
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.cli import main
@@ -158,6 +159,7 @@ def two_ranks_training(out: Path) -> tuple[subprocess.Popen, set[int]]:
     return proc, tree
 
 
+@pytest.mark.slow
 def test_sigterm_under_torchrun_stops_every_rank_at_one_step_and_no_process_outlives_the_launcher(tmp_path):
     out = tmp_path / "run"
     proc, tree = two_ranks_training(out)
@@ -224,6 +226,7 @@ def test_temporary_files_of_interrupted_saves_are_removed_and_said(tmp_path):
     assert not any(p.exists() for p in ours) and all(p.exists() for p in theirs)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_leaves_a_verified_checkpoint_and_only_temporaries_to_clean(tmp_path):
     out = tmp_path / "run"
     rng = torch.Generator().manual_seed(0)

@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, shared_data
+
 from p2p.runtime import Translator
 from p2p.runtime.artifacts import ArtifactError, ShapeError, ShapeLimits, default_model
+from p2p.runtime.errors import BackendUnavailable
 from p2p.runtime.images import input_tensor, output_to_bgr
 from p2p.runtime.masks import MaskSampler
-from p2p.runtime.errors import BackendUnavailable
 from p2p.runtime.ort_backend import available as ort_available
 from p2p.runtime.spec import ModelSpec
 from p2p.training.models import Generator, init_weights

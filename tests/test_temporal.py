@@ -10,16 +10,16 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import shared_data
+from test_eval import tiny_data, tiny_facades  # noqa: F401 (fixtures: a 2-iteration run and its ONNX)
+from test_runtime import export_tiny
+
+from p2p.evaluation.cli import main as eval_main
 from p2p.runtime.flow import FlowEstimator, consistent, warp
 from p2p.runtime.temporal import Stabilizer
 from p2p.runtime.translator import Translator
 from p2p.runtime.warping_error import WarpingError, clip_warping_error, read_clip
-from p2p.evaluation.cli import main as eval_main
 from p2p.video.cli import video_main
-from test_eval import tiny_data, tiny_facades  # noqa: F401 (fixtures: a 2-iteration run and its ONNX)
-from test_runtime import export_tiny
 
 
 @pytest.fixture(scope="module")
@@ -251,8 +251,9 @@ def test_eval_video_reports_warping_errors_for_onnx_and_checkpoint(tiny_facades,
 
 def test_eval_video_errors_are_one_line(tiny_facades, tmp_path):  # noqa: F811
     model = tiny_facades / "model.onnx"
-    for args, words in ((["--video", str(tmp_path / "none.mp4")], "does not exist"),
-                        ([], "--data FOLDER"),
-                        (["--video", str(shared_data("video", "tree.avi")), "--data", str(tmp_path)], "one of them")):
+    for args, words, code in ((["--video", str(tmp_path / "none.mp4")], "does not exist", 1),
+                              ([], "--data FOLDER", 2),  # flags that do not go together: a usage error
+                              (["--video", str(shared_data("video", "tree.avi")), "--data", str(tmp_path)],
+                               "one of them", 2)):
         result = CliRunner().invoke(eval_main, [str(model), *args])
-        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, result.output
+        assert result.exit_code == code and words in result.output and "Traceback" not in result.output, result.output

@@ -15,8 +15,10 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 from conftest import one_line_error, shared_data
+
 from p2p.training.checkpoint import load_checkpoint
-from p2p.training.cli import default_data_dir, main
+from p2p.training.cli import main
+from p2p.training.config import default_data_dir
 from p2p.training.objective import OBJECTIVES
 from p2p.training.trainer import TrainConfig, Trainer
 
@@ -81,7 +83,7 @@ def test_run_writes_log_samples_curve_and_checkpoint(tmp_path):
     r = train("--out", str(out), *TINY[:-2], "--sample-every", "3", "--iters", "6", "--task", "colorize")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output.strip().splitlines()[-1])["iteration"] == 6
-    records = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert any("loss_d" in r for r in records) and [r["iter"] for r in records if "val_l1" in r] == [0, 3, 6]
     assert cv2.imread(str(out / "loss.png")) is not None
     grid = cv2.imread(str(out / "samples" / "iter_0000006.png"))
@@ -169,6 +171,7 @@ def test_resume_of_a_corrupt_checkpoint_is_refused(tmp_path):
     assert "does not exist" in fail("--out", str(tmp_path / "new"), "--resume", *TINY)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "p2p.training", "--out", str(out), *TINY, "--iters", "100000", "--log-every", "1"]
@@ -197,13 +200,14 @@ def test_the_time_estimate_after_resume_counts_from_where_the_run_resumed(tmp_pa
     assert "training 26 iterations" in r.output and "21 iterations to go" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_real_facades_validation_l1_drops(tmp_path):
     data = shared_data("facades")
     out = tmp_path / "facades"
     r = train("--data", str(data), "--direction", "BtoA", "--out", str(out), "--size", "64", "--ngf", "16",
               "--ndf", "16", "--iters", "150", "--sample-every", "150", "--no-progress", "--batch-size", "4")
     assert r.exit_code == 0, r.output
-    val = [json.loads(l)["val_l1"] for l in (out / "log.jsonl").read_text().splitlines() if "val_l1" in l]
+    val = [json.loads(line)["val_l1"] for line in (out / "log.jsonl").read_text().splitlines() if "val_l1" in line]
     assert len(val) == 2 and val[-1] < val[0] - 0.005, val
 
 
@@ -227,7 +231,7 @@ def test_tensorboard_event_files_hold_the_curves_and_the_grid(tmp_path):
     for tag in ("loss/D", "loss/G_GAN", "loss/G_L1", "learning_rate", "images_per_s", "validation/L1"):
         assert tag in tags["scalars"], tags
     assert [e.step for e in events.Scalars("loss/G_L1")] == [1, 2, 3, 4]
-    logged = [json.loads(l)["val_l1"] for l in (out / "log.jsonl").read_text().splitlines() if "val_l1" in l]
+    logged = [json.loads(line)["val_l1"] for line in (out / "log.jsonl").read_text().splitlines() if "val_l1" in line]
     assert [round(e.value, 5) for e in events.Scalars("validation/L1")] == [round(v, 5) for v in logged]
     grids = events.Images("samples")
     assert [g.step for g in grids] == [0, 2, 4] and grids[0].width == 3 * 32

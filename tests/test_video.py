@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import one_line_error, shared_data
+from test_runtime import export_tiny
+
+from p2p.video import display
 from p2p.video.capture import (
     CaptureError,
     LatestFrameReader,
@@ -22,11 +25,9 @@ from p2p.video.capture import (
     parse_source,
 )
 from p2p.video.cli import translate_main, video_main
-from p2p.video import display
 from p2p.video.display import FpsMeter
 from p2p.video.live import CSI_PIPELINE, SnapshotSaver
 from p2p.video.live import main as live_main
-from test_runtime import export_tiny
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-
 from conftest import one_line_error, shared_data
+
 from p2p.runtime import contract
 from p2p.runtime.artifacts import demo_model, read_onnx_metadata
 from p2p.runtime.images import input_tensor
@@ -282,7 +282,10 @@ def test_webcam_and_an_uploaded_photo_go_through_the_edges_adapter(browser, serv
             time.sleep(0.05)
         start = browser.execute_script("return p2pTest.info().translated")
         wait_for_frames(browser, start + 2)
-        assert "Canny edges" in browser.find_element("id", "input-caption").text
+        end = time.time() + 30  # the caption follows the first frame of the new source; on a loaded host later
+        while "Canny edges" not in browser.find_element("id", "input-caption").text:
+            assert time.time() < end, browser.find_element("id", "input-caption").text
+            time.sleep(0.05)
         shown = canvas_pixels(browser, "input")[..., :3]
         # the input pane shows what the model sees: black edges on white, nothing else
         assert set(np.unique(shown)) <= {0, 255} and 0.005 < (shown == 0).mean() < 0.5, source
@@ -293,6 +296,7 @@ def test_webcam_and_an_uploaded_photo_go_through_the_edges_adapter(browser, serv
 def test_the_other_tasks_adapters_and_pictures_match_the_runtime(browser, task, tmp_path):
     """Colorisation (Lab L in, ab merged with the input's L out) and paired models (RGB), against images.py."""
     from test_runtime import export_tiny
+
     from p2p.runtime.images import output_to_bgr
 
     model, _ = export_tiny(task, tmp_path)
@@ -395,13 +399,15 @@ def test_cli_refuses_what_it_cannot_serve_in_one_line(tmp_path, demo_folder):
 def test_missing_onnxruntime_web_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_WEB_RUNTIME", str(tmp_path / "nothing"))
     line = one_line_error(CliRunner().invoke(web_main, [str(demo_model())]))
-    assert "onnxruntime-web" in line and ortweb.FETCH_COMMAND in line, line
+    assert "onnxruntime-web" in line and "p2p-web --fetch-runtime" in line, line
 
 
+@pytest.mark.slow
 def test_p2p_export_web_writes_the_folder(tmp_path):
     """p2p-export RUN --web DIR: the ONNX as usual, and the folder for it; again replaces p2p's own folder."""
     need_runtime()
     import torch
+
     from p2p.export.cli import main as export_main
     from p2p.runtime.spec import ModelSpec
     from p2p.training.checkpoint import save_checkpoint

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
 from p2p.runtime.errors import UserError, first_line
 from p2p.runtime.files import TEMP_SUFFIX, atomic_write
 from p2p.runtime.spec import ModelSpec, SpecError

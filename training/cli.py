@@ -1,19 +1,23 @@
 """p2p-train: train pix2pix as the paper describes it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import click
+
+from p2p.runtime import cli_options as o
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.pairs import LAYOUTS
 from p2p.runtime.preprocess import PREPROCESS
 from p2p.runtime.sizes import canonical_size
 from p2p.runtime.spec import BLOCKS
 
-from .config import OBJECTIVES, PATCH_SIZES, ConfigError, default_data_dir, world_from_env
+from .config import OBJECTIVES, PATCH_SIZES, ConfigError, TrainConfig, world_from_env
 
 EXAMPLE = """
 \b
@@ -31,54 +35,68 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
 """
 
 
+def _config_defaults() -> dict:
+    """TrainConfig's defaults: the one place p2p-train's defaults are written."""
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+
+
+D = _config_defaults()
+
+
 @click.command(help="Train a pix2pix generator on paired images.\n" + EXAMPLE,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder (with train/ and val/, or the images themselves). Default: the embedded clips.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"),
-              show_default=True, help="Run folder: checkpoint, log, samples, loss curve.")
-@click.option("--task", type=click.Choice(["paired", "edges", "colorize"]), default="paired", show_default=True,
+@o.output_option("Run folder: checkpoint, log, samples, loss curve.", default=Path("runs/default"), file_okay=False)
+@click.option("--task", type=click.Choice(["paired", "edges", "colorize"]), default=D["task"], show_default=True,
               help="paired: A|B images or A/ B/ folders; edges: Canny edges→photo; colorize: L→ab (from photos).")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True)
-@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
-              help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task edges/colorize.")
-@click.option("--size", default="256", show_default=True, metavar="N|WxH", callback=lambda c, p, v: _size(v),
-              help="Training size, width first (384x256, 512x256, 1024x512; N means NxN). The U-Net's depth follows "
-                   "from the shorter side; every side a multiple of 2^depth (runtime/sizes.py; a size it cannot "
-                   "take is refused with the nearest ones it can).")
-@click.option("--preprocess", type=click.Choice(PREPROCESS), default="resize-crop", show_default=True,
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default=D["direction"], show_default=True,
+              help="Which half of each pair is the input (BtoA: labels→photo on facades, as in the paper).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default=D["layout"], show_default=True,
+              help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task "
+                   "edges/colorize.")
+@o.size_option("Training size, width first (384x256, 512x256, 1024x512). The U-Net's depth follows from the "
+               "shorter side, every side a multiple of 2^depth (runtime/sizes.py; a size it cannot take is refused "
+               "with the nearest ones it can):", default=D["size"])
+@click.option("--preprocess", type=click.Choice(PREPROCESS), default=D["preprocess"], show_default=True,
               help="resize-crop: resize to 286/256 of --size then random crop (the paper's jitter); scale-width-crop: "
                    "scale the width keeping the aspect, then random crop; crop: random crops at native resolution.")
-@click.option("--batch-size", type=click.IntRange(1, 64), default=1, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 64), default=D["batch_size"], show_default=True,
               help="The paper uses 1 to 10.")
-@click.option("--epochs", type=click.IntRange(0), default=100, show_default=True, help="Epochs at constant LR.")
-@click.option("--epochs-decay", type=click.IntRange(0), default=100, show_default=True,
+@click.option("--epochs", type=click.IntRange(0), default=D["epochs"], show_default=True,
+              help="Epochs at constant LR.")
+@click.option("--epochs-decay", type=click.IntRange(0), default=D["epochs_decay"], show_default=True,
               help="Epochs of linear LR decay to zero.")
-@click.option("--iters", type=click.IntRange(1), default=None, help="Stop after this many iterations in total.")
-@click.option("--ngf", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--ndf", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--generator", type=click.Choice(["unet", "encdec"]), default="unet", show_default=True)
-@click.option("--block", type=click.Choice(BLOCKS), default="conv", show_default=True,
+@click.option("--iters", type=click.IntRange(1), default=D["iters"], help="Stop after this many iterations in total.")
+@click.option("--ngf", type=click.IntRange(1), default=D["ngf"], show_default=True,
+              help="Generator width: filters in its first layer (the paper's 64; 16-32 for a fast student).")
+@click.option("--ndf", type=click.IntRange(1), default=D["ndf"], show_default=True,
+              help="Discriminator width: filters in its first layer.")
+@click.option("--generator", type=click.Choice(["unet", "encdec"]), default=D["generator"], show_default=True,
+              help="unet: skip connections (the paper's); encdec: the plain encoder-decoder of its ablation.")
+@click.option("--block", type=click.Choice(BLOCKS), default=D["block"], show_default=True,
               help="Generator layers: conv (the paper's) or separable (depthwise-separable, resize-convolution "
                    "upsampling: several times faster on CPUs; meant for --teacher students).")
-@click.option("--patch", type=click.Choice([str(p) for p in PATCH_SIZES]), default="70", show_default=True,
-              help="PatchGAN receptive field: 1 = PixelGAN, 286 = ImageGAN.")
-@click.option("--objective", type=click.Choice(OBJECTIVES), default="l1+cgan", show_default=True)
-@click.option("--lambda-l1", type=float, default=100.0, show_default=True)
+@click.option("--patch", type=click.Choice([str(p) for p in PATCH_SIZES]), default=str(D["patch"]),
+              show_default=True, help="PatchGAN receptive field: 1 = PixelGAN, 286 = ImageGAN.")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default=D["objective"], show_default=True,
+              help="Loss terms: the paper's l1+cgan, or its ablations (gan: D does not see the input).")
+@click.option("--lambda-l1", type=float, default=D["lambda_l1"], show_default=True,
+              help="Weight of the L1 term (the paper's 100).")
 @click.option("--unconditional", is_flag=True, help="D sees only the output, not the (input, output) pair.")
-@click.option("--num-d", type=click.IntRange(1, 3), default=1, show_default=True,
+@click.option("--num-d", type=click.IntRange(1, 3), default=D["num_d"], show_default=True,
               help="Discriminators: the same PatchGAN at full, 1/2 and 1/4 resolution, losses summed (pix2pixHD); "
                    "1 is the paper's.")
-@click.option("--lambda-fm", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--lambda-fm", type=click.FloatRange(0), default=D["lambda_fm"], show_default=True,
               help="Weight of the discriminator feature-matching L1 loss (pix2pixHD uses 10); 0 is the paper's.")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--lr", type=float, default=D["lr"], show_default=True, help="Adam learning rate (G and D).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (flags not given are taken from it).")
 @click.option("--overwrite", is_flag=True,
               help="Start again in an --out that holds a run: deletes its checkpoint.pt, checkpoint.prev.pt, "
                    "log.jsonl, loss.png, config.json, samples/iter_*.png and tensorboard/ event files (other files, "
                    "e.g. an exported model.onnx, stay). Without it (or --resume) such a folder is refused.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp/--no-amp", default=True, show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
+@o.device_option(default=D["device"])
+@click.option("--amp/--no-amp", default=D["amp"], show_default=True, help="Mixed precision on CUDA (ignored on CPU).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (helps on tensor-core GPUs).")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic algorithms, so that --resume is bit-exact on CUDA too (slower there; CPU runs "
@@ -86,24 +104,29 @@ Exit status: 0 done, 1 error, 2 bad flags, 130 stopped by SIGINT, 143 stopped by
 @click.option("--nproc", type=click.IntRange(1), default=1, show_default=True,
               help="Processes (GPUs) on this machine: launches torchrun with DistributedDataParallel.")
 @click.option("--sync-bn", is_flag=True, help="BatchNorm statistics over the global batch of all processes.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=click.IntRange(0), default=0, show_default=True, help="Data-loading processes.")
-@click.option("--save-every", type=click.IntRange(1), default=500, show_default=True, help="Checkpoint every N iterations.")
-@click.option("--sample-every", type=click.IntRange(1), default=200, show_default=True,
+@o.seed_option("Seeds weights, data order, crops and dropout.", default=D["seed"])
+@click.option("--workers", type=click.IntRange(0), default=D["workers"], show_default=True,
+              help="Data-loading processes.")
+@click.option("--save-every", type=click.IntRange(1), default=D["save_every"], show_default=True,
+              help="Checkpoint every N iterations.")
+@click.option("--sample-every", type=click.IntRange(1), default=D["sample_every"], show_default=True,
               help="Sample grid and validation L1 every N iterations.")
-@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--teacher", type=click.Path(path_type=Path), default=None, metavar="RUN_OR_CHECKPOINT",
+@click.option("--log-every", type=click.IntRange(1), default=D["log_every"], show_default=True,
+              help="A line in log.jsonl (and the progress bar) every N iterations.")
+@click.option("--teacher", type=click.Path(path_type=Path), default=D["teacher"], metavar="RUN_OR_CHECKPOINT",
               help="Distil: train this (narrower, --ngf) generator from a trained teacher. Data, task, direction, "
                    "size and generator come from the teacher's run unless given.")
-@click.option("--teacher-noise", type=click.Choice(["off", "per-frame"]), default="off", show_default=True,
+@click.option("--teacher-noise", type=click.Choice(["off", "per-frame"]), default=D["teacher_noise"],
+              show_default=True,
               help="--teacher: the teacher's dropout while it teaches (off: its deterministic translation).")
-@click.option("--lambda-teacher", type=float, default=100.0, show_default=True,
+@click.option("--lambda-teacher", type=float, default=D["lambda_teacher"], show_default=True,
               help="--teacher: weight of L1(student output, teacher output).")
-@click.option("--lambda-feat", type=float, default=1.0, show_default=True,
+@click.option("--lambda-feat", type=float, default=D["lambda_feat"], show_default=True,
               help="--teacher: weight of the decoder-feature distillation (learned 1x1 maps onto the teacher's).")
-@click.option("--teacher-d/--no-teacher-d", default=True, show_default=True,
+@click.option("--teacher-d/--no-teacher-d", default=D["teacher_d"], show_default=True,
               help="--teacher: start the discriminator from the teacher's (when --ndf and --patch match).")
-@click.option("--extra-inputs", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+@click.option("--extra-inputs", type=click.Path(file_okay=False, path_type=Path), default=D["extra_inputs"],
+              metavar="DIR",
               help="--teacher: more training inputs without targets (photos for edges/colorize, label maps for "
                    "labels→photo); the teacher translates them on the fly.")
 @click.option("--tensorboard", is_flag=True,
@@ -116,6 +139,7 @@ def main(ctx: click.Context, **opts) -> None:
     resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
+    opts["size"] = canonical_size(opts["size"])  # N or "WxH", as the run's config keeps it
     given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite starts it again: give one")
@@ -172,7 +196,7 @@ def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, st
                 return exc.status
             except KeyboardInterrupt:  # a second signal before the run began
                 there = Path(cfg.out, "checkpoint.pt")
-                log(f"\nStopped before training began: "
+                log("\nStopped before training began: "
                     + (f"{there} is intact" if there.exists() else "no checkpoint was written"))
                 return stop.status
     except click.ClickException as exc:
@@ -184,28 +208,27 @@ def _train(opts: dict, given: set[str], resume: bool, overwrite: bool, world, st
     if world.rank != 0:
         return 0
     if result["interrupted"]:
-        how = f"continue with: p2p-train --out {cfg.out} --resume"
+        how = f"continue with: {o.runnable('p2p-train')} --out {shlex.quote(str(cfg.out))} --resume"
         log(f"\nStopped by {stop.name} at iteration {result['iteration']}: "
             + (f"checkpoint saved to {result['checkpoint']}; {how}" if result["checkpoint"] else
                "before the first iteration, nothing to save"))
         return stop.status
-    samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
     log(f"\nDone: {result['iteration']} iterations, validation L1 {result['val_l1']:.3f}. What next:\n"
-        + (f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
-        + f"  export    p2p-export {cfg.out} --verify          (writes {Path(cfg.out) / 'model.onnx'})\n"
-        + f"  go live   p2p-live --camera 0                 (or --source a video; it picks the newest export)\n"
-        + f"  score     p2p-eval {cfg.out} --data {cfg.data}")
+        + next_steps(cfg))
     click.echo(json.dumps({"checkpoint": str(result["checkpoint"]), "iteration": result["iteration"],
                            "val_l1": result["val_l1"]}))
     return 0
 
 
-def _size(text: str) -> int | str:
-    """--size as the run keeps it (N or "WxH"); a usage error for text that is neither."""
-    try:
-        return canonical_size(text)
-    except ValueError as exc:
-        raise click.BadParameter(f"{exc}: pass N or WxH, width first", param_hint="--size") from None
+def next_steps(cfg) -> str:
+    """The commands that follow a run, each runnable as printed (called the way p2p-train was)."""
+    samples = sorted(Path(cfg.out, "samples").glob("iter_*.png"))
+    out, data = shlex.quote(str(cfg.out)), shlex.quote(str(cfg.data))
+    return ((f"  look at   {samples[-1]}  (rows: input | output | target)\n" if samples else "")
+            + f"  export    {o.runnable('p2p-export')} {out} --verify   (writes {Path(cfg.out) / 'model.onnx'})\n"
+            + f"  go live   {o.runnable('p2p-live')} --camera 0        (or --source a video; it picks the newest "
+              "export)\n"
+            + f"  score     {o.runnable('p2p-eval')} {out} --data {data}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from p2p.runtime.cli_options import DEFAULT_DEVICE, DEFAULT_SEED
 from p2p.runtime.errors import UserError
 from p2p.runtime.preprocess import PREPROCESS
 from p2p.runtime.sizes import canonical_size, size_problem, size_text, width_height
@@ -65,7 +66,7 @@ class TrainConfig:
     lambda_fm: float = 0.0           # discriminator feature matching (pix2pixHD); 0 is the paper's
     lr: float = 2e-4
     beta1: float = 0.5
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     amp: bool = True
     channels_last: bool = False
     deterministic: bool = False      # deterministic algorithms: exact resume on CUDA too, at some speed
@@ -78,7 +79,7 @@ class TrainConfig:
     lambda_feat: float = 1.0         # MSE of the mapped decoder features to the teacher's
     teacher_d: bool = True           # the student's D starts from the teacher's D (when their shapes match)
     extra_inputs: str | None = None  # images without targets: the teacher translates them
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     workers: int = 0
     save_every: int = 500
     sample_every: int = 200

@@ -18,11 +18,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from p2p.runtime import contract
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import file_sha256
 from p2p.runtime.spec import ModelSpec
-from torch import nn
 
 from .checkpoint import CheckpointError, checkpoint_path, load_generator
 
@@ -66,11 +67,10 @@ class Student(nn.Module):
     def __init__(self, generator: nn.Module, teacher_spec: ModelSpec):
         super().__init__()
         self.generator = generator
-        s_channels, t_channels = generator.spec.encoder_channels(), teacher_spec.encoder_channels()
-        depth = generator.spec.depth
-        blocks = range(depth - 1 - FEATURE_BLOCKS, depth - 1)  # decoder block k outputs encoder level depth-2-k
-        self.adapters = nn.ModuleList(nn.Conv2d(s_channels[depth - 2 - k], t_channels[depth - 2 - k], 1)
-                                      for k in blocks)
+        spec = generator.spec
+        blocks = range(spec.depth - 1 - FEATURE_BLOCKS, spec.depth - 1)  # the last decoder blocks
+        self.adapters = nn.ModuleList(nn.Conv2d(contract.decoder_channels(spec, k),
+                                                contract.decoder_channels(teacher_spec, k), 1) for k in blocks)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out, decoded = self.generator(x, decoder_features=True)

@@ -17,10 +17,12 @@ import errno
 import fcntl
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Callable
 
+from p2p.runtime.cli_options import runnable
 from p2p.runtime.errors import UserError
 from p2p.runtime.files import TEMP_SUFFIX, output_error
 
@@ -192,7 +194,9 @@ def size_words(n: int) -> str:
 def _refuse_a_run(folder: Path) -> None:
     found = describe_run(folder)
     if found:
-        ways = f"continue it with p2p-train --out {folder} --resume, or " if (folder / CHECKPOINT_NAME).is_file() else ""
+        resumable = (folder / CHECKPOINT_NAME).is_file()
+        again = f"{runnable('p2p-train')} --out {shlex.quote(str(folder))} --resume"
+        ways = f"continue it with {again}, or " if resumable else ""
         raise RunFolderError(f"{folder} already holds a run ({found}): {ways}start again with --overwrite "
                              f"(which deletes its {OVERWRITE_HELP})")
 

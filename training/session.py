@@ -18,8 +18,8 @@ from typing import Callable
 from p2p.runtime.pairs import DataError
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, CorruptCheckpoint, load_checkpoint, previous_checkpoint
-from .distill import TeacherError
 from .config import RESUME_CHANGEABLE, ConfigError, TrainConfig, default_data_dir
+from .distill import TeacherError
 from .distributed import World, close_process_group, gather_objects, init_process_group
 from .run_folder import CLAIM_ENV, RunFolderError, RunLock, check_free, claim
 from .stopping import SIGNALS, StopSignals, die_with_parent
@@ -40,37 +40,46 @@ def configure(options: dict, given: set[str], resume: bool,
     opts = dict(options)
     out = Path(opts["out"])
     check_free(out)  # a run in progress there: say so first, whatever else would be wrong
-    state = None
-    if resume:
-        if not (out / CHECKPOINT_NAME).exists():
-            raise TrainError(f"--resume: {out / CHECKPOINT_NAME} does not exist; start the run without --resume")
-        try:
-            state = load_checkpoint(out)
-        except CorruptCheckpoint as exc:
-            raise TrainError(f"cannot resume: {exc}; {_previous_in_words(out)}") from None
-        except CheckpointError as exc:
-            raise TrainError(f"cannot resume: {exc}") from None
-        state["changes"] = _resume_changes(opts, given, state["config"], out)
-        for k, v in state["config"].items():  # what the user did not type again comes from the run
-            if k in opts and k not in given and k != "progress":
-                opts[k] = v
-        for k, (old, new) in state["changes"].items():
-            log(f"resuming with --{k.replace('_', '-')} {new} (the run had {old})")
+    state = _resume_state(out, opts, given, log) if resume else None
     if opts.get("teacher") and not resume:
         _take_from_teacher(opts, given)
     if opts["data"] is None:
-        opts["data"] = default_data_dir()
-        if "task" not in given and not resume:
-            opts["task"] = "edges"
-        if opts["task"] == "paired":
-            raise ConfigError("the embedded data are photos: use --task edges or --task colorize, or give --data")
-        log(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}")
+        _embedded_data(opts, given, resume, log)
     opts["data"], opts["out"] = str(opts["data"]), str(out)
     for key in ("teacher", "extra_inputs"):
         opts[key] = str(opts[key]) if opts.get(key) is not None else None
     cfg = TrainConfig(**opts)
     cfg.validate()
     return cfg, state
+
+
+def _resume_state(out: Path, opts: dict, given: set[str], log) -> dict:
+    """The checkpoint a --resume continues; ``opts`` takes the run's values for the flags not typed again."""
+    if not (out / CHECKPOINT_NAME).exists():
+        raise TrainError(f"--resume: {out / CHECKPOINT_NAME} does not exist; start the run without --resume")
+    try:
+        state = load_checkpoint(out)
+    except CorruptCheckpoint as exc:
+        raise TrainError(f"cannot resume: {exc}; {_previous_in_words(out)}") from None
+    except CheckpointError as exc:
+        raise TrainError(f"cannot resume: {exc}") from None
+    state["changes"] = _resume_changes(opts, given, state["config"], out)
+    for k, v in state["config"].items():  # what the user did not type again comes from the run
+        if k in opts and k not in given and k != "progress":
+            opts[k] = v
+    for k, (old, new) in state["changes"].items():
+        log(f"resuming with --{k.replace('_', '-')} {new} (the run had {old})")
+    return state
+
+
+def _embedded_data(opts: dict, given: set[str], resume: bool, log) -> None:
+    """No --data: the clips shipped in the package, which are photos (edges→photo unless --task says)."""
+    opts["data"] = default_data_dir()
+    if "task" not in given and not resume:
+        opts["task"] = "edges"
+    if opts["task"] == "paired":
+        raise ConfigError("the embedded data are photos: use --task edges or --task colorize, or give --data")
+    log(f"No --data: training {opts['task']} on the embedded clips in {opts['data']}")
 
 
 def _previous_in_words(out: Path) -> str:

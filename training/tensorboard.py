@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from p2p.runtime.errors import UserError
 from p2p.runtime.install_hints import TENSORBOARD
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+
 from p2p.runtime.errors import UserError
 
 GSTREAMER_HINT = ("this OpenCV has no GStreamer support (pip's opencv wheels never do), so a pipeline "
@@ -97,13 +98,37 @@ def parse_source(camera: int | None = None, source: str | None = None) -> Source
     return Source("file", text)
 
 
+class Pacer:
+    """When each picture of a file is due, so that it plays on its own timeline, as a camera would deliver it.
+
+    A picture is due at its timestamp (OpenCV's position in ms after reading it) from the first one's
+    arrival. Files whose pictures stand for several frames (empty AVI chunks: a 30 s clip of 68 pictures)
+    keep their length; where the decoder reports no timestamps, picture k is due at k / fps.
+    """
+
+    def __init__(self, fps: float, clock: Callable[[], float] = time.perf_counter):
+        self.fps, self.clock = fps, clock
+        self.start: float | None = None
+        self.count = 0
+
+    def delay(self, msec: float) -> float:
+        """Seconds to wait before handing out the next picture, whose timestamp is ``msec``."""
+        due = msec / 1000.0 if msec > 0 else self.count / self.fps
+        self.count += 1
+        now = self.clock()
+        if self.start is None:
+            self.start = now - due
+        return max(0.0, self.start + due - now)
+
+
 class LatestFrameReader:
     """Reads a source on its own thread, keeping only the newest frame.
 
     ``read()`` waits for a frame newer than the last one it returned. Files end with
-    None (paced at their own frame rate when ``pace`` so they behave like a camera);
-    a live source that stops delivering is reopened ``reconnects`` times, then
-    ``read()`` raises CaptureError.
+    None; with ``pace`` a file plays on its own timeline (see Pacer) so that it behaves like
+    a camera, without it every frame is handed out, as fast as the consumer takes them. A live
+    source that stops delivering is reopened ``reconnects`` times, then ``read()`` raises
+    CaptureError.
     """
 
     def __init__(self, source: Source, *, reconnects: int = 3, retry_delay: float = 1.0, pace: bool = True,
@@ -114,7 +139,8 @@ class LatestFrameReader:
         self._cap = source.open()
         fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else None
-        self._pace = pace and not source.live and self.fps is not None
+        self._pacer = Pacer(self.fps) if pace and not source.live and self.fps is not None else None
+        self._every_frame = not pace and not source.live  # a file as fast as possible: skip none
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
         self._seq = 0          # frames captured
@@ -130,7 +156,6 @@ class LatestFrameReader:
         return self
 
     def _loop(self) -> None:
-        start = time.perf_counter()
         try:
             while not self._stop.is_set():
                 ok, frame = self._cap.read()
@@ -138,13 +163,16 @@ class LatestFrameReader:
                     if not self.source.live or not self._reconnect():
                         break
                     continue
+                if self._pacer:  # a file on its own timeline: this picture is shown when it is due
+                    delay = self._pacer.delay(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+                    if delay > 0 and self._stop.wait(delay):
+                        break
                 with self._cond:
+                    if self._every_frame:  # the consumer takes each one before the next is read
+                        while self._taken != self._seq and not self._stop.is_set():
+                            self._cond.wait(0.1)
                     self._frame, self._seq = frame, self._seq + 1
                     self._cond.notify_all()
-                if self._pace:  # a file replayed at its own rate, like a camera would deliver it
-                    delay = start + self._seq / self.fps - time.perf_counter()
-                    if delay > 0:
-                        self._stop.wait(delay)
         except Exception as exc:  # never die silently: the consumer gets the reason
             self._error = f"{self.source}: capture failed: {exc}"
         finally:
@@ -183,6 +211,7 @@ class LatestFrameReader:
                 return None
             self._taken = self._seq
             self._handed += 1
+            self._cond.notify_all()  # a reader handing out every frame reads the next one now
             return self._frame
 
     @property

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from p2p.runtime.errors import UserError
 
 from .x11 import X11
@@ -77,7 +78,7 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, scale: float, ancho
 
     Drawn on the image as shown (after any scaling), so it keeps its size in pixels whatever the frame size.
     """
-    thickness = 1 if scale < 0.8 else 2
+    thickness = _thickness(scale)
     (tw, th), base = cv2.getTextSize(text, FONT, scale, thickness)
     pad = max(4, round(6 * scale))
     bw, bh = tw + 2 * pad, th + base + 2 * pad
@@ -104,10 +105,42 @@ def render(view: np.ndarray, size: tuple[int, int], status: str, hint: str = "")
     draw_label(image, "output", width // 2 + margin, margin, scale)
     used = draw_label(image, status, margin, height - margin, scale, "bottom-left")
     if hint:
-        (hint_w, _), _ = cv2.getTextSize(hint, FONT, scale, 1)
-        if used + hint_w + 6 * margin < width:
+        if used + label_width(hint, scale) + 2 * margin < width:  # beside the status
             draw_label(image, hint, width - margin, height - margin, scale, "bottom-right")
+        else:  # a small window: the keys wrap onto lines above the status, none cut off
+            row = label_height(scale) + margin // 2
+            bottom = height - margin - row
+            for line in reversed(wrap_hint(hint, width - 2 * margin, scale)):
+                draw_label(image, line, width - margin, bottom, scale, "bottom-right")
+                bottom -= row
     return image
+
+
+def _thickness(scale: float) -> int:
+    return 1 if scale < 0.8 else 2
+
+
+def label_width(text: str, scale: float) -> int:
+    """The width of ``draw_label``'s box for ``text``."""
+    (tw, _), _ = cv2.getTextSize(text, FONT, scale, _thickness(scale))
+    return tw + 2 * max(4, round(6 * scale))
+
+
+def label_height(scale: float) -> int:
+    (_, th), base = cv2.getTextSize("Ag", FONT, scale, _thickness(scale))
+    return th + base + 2 * max(4, round(6 * scale))
+
+
+def wrap_hint(hint: str, room: int, scale: float, sep: str = " | ") -> list[str]:
+    """The key hint ("q quit | space pause | ...") as lines whose boxes fit ``room`` pixels, broken between
+    keys (a single key wider than the room gets a line of its own)."""
+    lines: list[str] = []
+    for item in hint.split(sep):
+        if lines and label_width(lines[-1] + sep + item, scale) <= room:
+            lines[-1] += sep + item
+        else:
+            lines.append(item)
+    return lines
 
 
 def check_display() -> X11 | None:

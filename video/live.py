@@ -8,12 +8,13 @@ import click
 import cv2
 import numpy as np
 
+from p2p.runtime import cli_options as o
 from p2p.runtime import trt_backend
 from p2p.runtime.artifacts import default_model, demo_model, find_models
 
 from .capture import LatestFrameReader, parse_source
 from .display import FpsMeter, Window, side_by_side
-from .options import model_options, open_translator, temporal_option, user_errors
+from .options import model_options, open_translator, user_errors
 from .pipeline import VideoOutput, check_output
 
 CSI_PIPELINE = ("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720,framerate=30/1 ! "
@@ -114,8 +115,11 @@ def say(message: str) -> None:
 @click.option("--camera", type=click.IntRange(0), default=None, metavar="N",
               help="Camera index (default 0 when no --source).")
 @click.option("--source", default=None, metavar="FILE|URL|PIPELINE",
-              help="A video file (replayed at its frame rate), a stream URL (rtsp://, http://), or a GStreamer "
-                   "pipeline ending in appsink (e.g. a Jetson CSI camera; see the README).")
+              help="A video file (played on its own timeline, like a camera), a stream URL (rtsp://, http://), or "
+                   "a GStreamer pipeline ending in appsink (e.g. a Jetson CSI camera; see the README).")
+@click.option("--as-fast-as-possible", "fast", is_flag=True,
+              help="A video file: translate every frame as fast as the model goes instead of at the file's frame "
+                   "rate (cameras and streams always come as fast as they deliver).")
 @click.option("--headless", is_flag=True,
               help="No window (servers, SSH, Docker): print the frame rate instead; Ctrl+C stops.")
 @click.option("--record", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -126,8 +130,8 @@ def say(message: str) -> None:
 @click.option("--runs", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"), show_default=True,
               help="Where to look for the newest exported model when MODEL is not given.")
 @model_options(noise_default="fixed")
-@temporal_option
-def main(model, camera, source, headless, record, max_frames, snapshots, runs, **opts):
+@o.temporal_option()
+def main(model, camera, source, fast, headless, record, max_frames, snapshots, runs, **opts):
     """Translate a live camera with MODEL (.onnx or .engine), frame by frame.
 
     Without MODEL: the newest model exported under ./runs, else the demo model
@@ -152,7 +156,7 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
     with user_errors():
         recorder = Recorder(record) if record else None
         src = parse_source(camera, source)
-        reader = LatestFrameReader(src, on_event=say)
+        reader = LatestFrameReader(src, on_event=say, pace=not fast)
     window = None
     try:
         with user_errors():
@@ -186,49 +190,81 @@ def main(model, camera, source, headless, record, max_frames, snapshots, runs, *
 
 
 def _loop(reader, translator, window, recorder, meter, max_frames, saver, temporal: float) -> None:
-    frame = view = None
-    paused, last_print = False, time.perf_counter()
+    """Translate the newest frame, show it (or print the rate), act on keys, until the source, a key or a limit ends."""
+    session = _Session(reader, translator, window, recorder, meter, saver, temporal)
     try:
         while max_frames is None or meter.count < max_frames:
-            if not paused or view is None:
-                frame = reader.read()
-                if frame is None:  # a file source ended
-                    return
-                view = side_by_side(frame, translator.translate(frame))
-                fps = meter.tick()
-                if recorder:
-                    recorder.write(view, fps)
+            if (not session.paused or session.view is None) and not session.next_frame():
+                return  # a file source ended
             if window is None:
-                now = time.perf_counter()
-                if now - last_print >= 1.0:
-                    say(f"frame {meter.count}: {meter.fps:.1f} fps ({translator.describe()})")
-                    last_print = now
-                continue
-            status = f"{meter.fps:.1f} fps | {translator.describe()}" + (" | paused" if paused else "")
-            action = KEYS.get(window.show(view, status))
-            if window.closed or action == "quit":
+                session.print_rate()
+            elif not session.show():
                 return
-            if action == "pause":
-                paused = not paused
-                if paused:
-                    meter.pause()
-                else:
-                    meter.resume()
-                    translator.reset_temporal()  # the source moved on meanwhile: no blending across the gap
-            elif action in ("noise", "temporal"):
-                if action == "noise":
-                    say(f"noise: {translator.sampler.next_mode()}")
-                else:
-                    strength = translator.toggle_temporal(temporal)
-                    say(f"temporal stabilisation: {strength:g}" if strength else "temporal stabilisation: off")
-                if paused:  # show the held frame in the new mode
-                    view = side_by_side(frame, translator.translate(frame))
-            elif action == "snapshot":
-                try:
-                    say(f"saved {saver.save(view)}")
-                except OSError as exc:  # a full disk or a read-only folder must not end the session
-                    say(f"snapshot not saved: {exc}")
-            if paused:
-                time.sleep(0.03)  # nothing to translate: do not spin
     except KeyboardInterrupt:  # Ctrl+C in the terminal: stop like q, with the summary
         return
+
+
+class _Session:
+    """What a p2p-live session holds between frames: the frame on show, pause, and what the keys do."""
+
+    def __init__(self, reader, translator, window, recorder, meter, saver, temporal: float):
+        self.reader, self.translator, self.window, self.recorder = reader, translator, window, recorder
+        self.meter, self.saver, self.temporal = meter, saver, temporal
+        self.frame = self.view = None
+        self.paused, self.last_print = False, time.perf_counter()
+
+    def next_frame(self) -> bool:
+        """Translate the newest frame (False once a file source has ended)."""
+        self.frame = self.reader.read()
+        if self.frame is None:
+            return False
+        self.view = side_by_side(self.frame, self.translator.translate(self.frame))
+        fps = self.meter.tick()
+        if self.recorder:
+            self.recorder.write(self.view, fps)
+        return True
+
+    def print_rate(self) -> None:
+        now = time.perf_counter()
+        if now - self.last_print >= 1.0:
+            say(f"frame {self.meter.count}: {self.meter.fps:.1f} fps ({self.translator.describe()})")
+            self.last_print = now
+
+    def show(self) -> bool:
+        """Show the view and act on a key; False when the window closed or q was pressed."""
+        status = f"{self.meter.fps:.1f} fps | {self.translator.describe()}" + (" | paused" if self.paused else "")
+        action = KEYS.get(self.window.show(self.view, status))
+        if self.window.closed or action == "quit":
+            return False
+        if action == "pause":
+            self.toggle_pause()
+        elif action in ("noise", "temporal"):
+            self.switch(action)
+        elif action == "snapshot":
+            self.snapshot()
+        if self.paused:
+            time.sleep(0.03)  # nothing to translate: do not spin
+        return True
+
+    def toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self.paused:
+            self.meter.pause()
+        else:
+            self.meter.resume()
+            self.translator.reset_temporal()  # the source moved on meanwhile: no blending across the gap
+
+    def switch(self, action: str) -> None:
+        if action == "noise":
+            say(f"noise: {self.translator.sampler.next_mode()}")
+        else:
+            strength = self.translator.toggle_temporal(self.temporal)
+            say(f"temporal stabilisation: {strength:g}" if strength else "temporal stabilisation: off")
+        if self.paused:  # show the held frame in the new mode
+            self.view = side_by_side(self.frame, self.translator.translate(self.frame))
+
+    def snapshot(self) -> None:
+        try:
+            say(f"saved {self.saver.save(self.view)}")
+        except OSError as exc:  # a full disk or a read-only folder must not end the session
+            say(f"snapshot not saved: {exc}")

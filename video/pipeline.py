@@ -15,11 +15,7 @@ was repeated, lost or missing at the end is counted in ``VideoStats``.
 """
 from __future__ import annotations
 
-import errno
-import os
 import queue
-import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,11 +25,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from p2p.runtime.files import output_error, probe_writable
-
 from .capture import CaptureError, Source
+from .video_output import VideoOutput, check_output
 
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+__all__ = ["translate_video", "VideoStats", "Timeline", "VideoOutput", "check_output"]
+
 _END = object()
 
 
@@ -142,113 +138,6 @@ class Timeline:
         return self._try(good)
 
 
-def check_output(path: Path, source: Path | None = None) -> str:
-    """The FourCC for ``path``, or CaptureError if it cannot be written there."""
-    path = Path(path)
-    codec = FOURCC.get(path.suffix.lower())
-    if codec is None:
-        raise CaptureError(f"cannot write {path}: unknown video type '{path.suffix}'; use "
-                           f"{', '.join(sorted(FOURCC))}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise CaptureError(f"cannot write {path}: folder {parent} does not exist")
-    probe_writable(parent, path)  # really try: a read-only mount says so (root passes every permission check)
-    if source is not None and path.resolve() == Path(source).resolve():
-        raise CaptureError(f"output {path} is the input: pick another file name")
-    return codec
-
-
-def open_writer(path: Path, fps: float, size: tuple[int, int], codec: str | None = None,
-                name: Path | None = None) -> cv2.VideoWriter:
-    """An OpenCV writer for ``path`` (messages say ``name``, the file the user asked for, if given)."""
-    codec = codec or check_output(path)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), size)
-    if not writer.isOpened():
-        shown = name or path
-        if _encoder_works(codec, Path(path).suffix, Path(path).parent):
-            raise CaptureError(f"cannot write {shown}: OpenCV's {codec} encoder refuses {size[0]}x{size[1]} "
-                               f"frames; write a larger video, or use .avi (MJPG takes any size)")
-        raise CaptureError(f"cannot write {shown}: this OpenCV has no {codec} encoder for {Path(path).suffix}")
-    return writer
-
-
-def _encoder_works(codec: str, suffix: str, folder: Path) -> bool:
-    """Whether ``codec`` opens at an ordinary frame size (so a refusal was about the size, not the encoder)."""
-    fd, probe = tempfile.mkstemp(prefix=".p2p-probe.", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
-        writer = cv2.VideoWriter(probe, cv2.VideoWriter_fourcc(*codec), 10.0, (64, 64))
-        works = writer.isOpened()
-        writer.release()
-        return works
-    finally:
-        Path(probe).unlink(missing_ok=True)
-
-
-LOW_SPACE = 64 << 10  # bytes free below which a video that cannot grow is put down to a full disk
-
-
-def space_left(folder: Path) -> int:
-    st = os.statvfs(folder)
-    return st.f_bavail * st.f_frsize
-
-
-class VideoOutput:
-    """A video written beside its final name, checked, and renamed over it only when complete.
-
-    OpenCV's writer reports no write error (a full disk gives a warning per frame and an
-    unplayable file), so the free space is watched while writing and the finished file is
-    reopened and its frames counted. On any failure nothing is left under the final name,
-    and a file there from before is untouched.
-    """
-
-    CHECK_EVERY = 16  # frames between free-space checks
-
-    def __init__(self, path: Path, fps: float, size: tuple[int, int], codec: str | None = None):
-        self.path = Path(path)
-        self.codec = codec or check_output(self.path)
-        folder = self.path.parent if str(self.path.parent) else Path(".")
-        self.tmp = folder / f".{self.path.stem}.{secrets.token_hex(4)}.tmp{self.path.suffix}"
-        self.writer = open_writer(self.tmp, fps, size, self.codec, name=self.path)
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        self.writer.write(frame)
-        self.frames += 1
-        if self.frames % self.CHECK_EVERY == 0 and space_left(self.tmp.parent) < LOW_SPACE:
-            raise self._failure(full=True)
-
-    def _failure(self, full: bool, frames: int | None = None):
-        intact = ("the earlier file there is untouched" if self.path.exists() else
-                  f"nothing was left under {self.path.name}")
-        if full:
-            return output_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), self.path, intact)
-        return CaptureError(f"cannot write {self.path}: OpenCV's {self.codec} encoder wrote a file that reads back "
-                            f"as {frames} of {self.frames} frames; {intact}")
-
-    def finish(self) -> None:
-        """Close, check (reopen, count the frames) and rename; CaptureError/OutputError if it is not whole."""
-        self.writer.release()
-        try:
-            cap = cv2.VideoCapture(str(self.tmp))
-            frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
-            readable = cap.isOpened() and cap.read()[0]
-            cap.release()
-            if frames != self.frames or not readable:
-                raise self._failure(space_left(self.tmp.parent) < LOW_SPACE, max(frames, 0))
-            try:
-                os.replace(self.tmp, self.path)
-            except OSError as exc:
-                raise output_error(exc, self.path) from None
-        except BaseException:
-            self.tmp.unlink(missing_ok=True)
-            raise
-
-    def discard(self) -> None:
-        self.writer.release()
-        self.tmp.unlink(missing_ok=True)
-
-
 class _Stage(threading.Thread):
     """A worker thread: its exception is kept for the main thread, and stops the other stages."""
 
@@ -274,6 +163,32 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     """
     src, dst = Path(src), Path(dst)
     codec = check_output(dst, src)
+    cap, fps, total, timeline, first = _open_video(src)
+    h, w = first[0].shape[:2]
+    temporal = bool(translator.temporal)
+    translator.reset_temporal()
+    panels = (3 if temporal else 2) if side_by_side else 1
+    try:
+        writer = VideoOutput(dst, fps, (panels * w, h), codec)
+    except BaseException:
+        cap.release()
+        raise
+    if on_open:
+        on_open(min(total, max_frames) if total and max_frames else (total or max_frames), fps)
+    job = _VideoJob(translator, timeline, first, writer, side_by_side=side_by_side, plain_panel=temporal,
+                    max_frames=max_frames, on_frame=on_frame, queue_size=queue_size)
+    start = time.perf_counter()
+    try:
+        job.run()
+    finally:
+        cap.release()
+    writer.finish()
+    return VideoStats(job.written, time.perf_counter() - start, fps, (panels * w, h), pictures=job.pictures,
+                      declared=total, repeats=timeline.repeats, lost=timeline.lost, limited=job.limited)
+
+
+def _open_video(src: Path):
+    """(capture, fps, declared frame count or None, Timeline, first picture) of a file, or CaptureError."""
     cap = Source("file", str(src)).open()
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not fps or not 0 < fps < 1000:
@@ -285,25 +200,50 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
     if first is None:
         cap.release()
         raise CaptureError(f"cannot read {src}: no decodable frame in it")
-    h, w = first[0].shape[:2]
-    temporal = bool(translator.temporal)
-    translator.reset_temporal()
-    panels = (3 if temporal else 2) if side_by_side else 1
-    size = (panels * w, h)
-    try:
-        writer = VideoOutput(dst, fps, size, codec)
-    except BaseException:
-        cap.release()
-        raise
-    if on_open:
-        on_open(min(total, max_frames) if total and max_frames else (total or max_frames), fps)
+    return cap, fps, total, timeline, first
 
-    stop = threading.Event()  # set on any failure: every stage then winds down
-    q_in: queue.Queue = queue.Queue(queue_size)
-    q_out: queue.Queue = queue.Queue(queue_size)
 
-    def put(q: queue.Queue, item) -> bool:
-        while not stop.is_set():
+class _VideoJob:
+    """Decode (and prepare, with the flow of --temporal) → translate → postprocess and encode, on three threads.
+
+    Any failure sets ``stop``: every stage then winds down, and the output is discarded.
+    """
+
+    def __init__(self, translator, timeline: Timeline, first, writer: VideoOutput, *, side_by_side: bool,
+                 plain_panel: bool, max_frames: int | None, on_frame, queue_size: int):
+        self.translator, self.timeline, self.first, self.writer = translator, timeline, first, writer
+        self.side_by_side, self.plain_panel = side_by_side, plain_panel  # input | (plain |) output
+        self.limit = max_frames if max_frames is not None else float("inf")
+        self.on_frame = on_frame
+        self.size = first[0].shape[:2]
+        self.stop = threading.Event()
+        self.q_in: queue.Queue = queue.Queue(queue_size)
+        self.q_out: queue.Queue = queue.Queue(queue_size)
+        self.limited, self.pictures, self.written = False, 0, 0
+
+    def run(self) -> None:
+        decoder = _Stage("p2p-decode", self.decode, self.stop)
+        encoder = _Stage("p2p-encode", self.encode, self.stop)
+        decoder.start()
+        encoder.start()
+        finished = False
+        try:
+            self.translate()
+            finished = True
+        finally:
+            if not finished:
+                self.stop.set()
+            encoder.join()
+            self.stop.set()
+            decoder.join()
+            if not finished or decoder.error is not None or encoder.error is not None:
+                self.writer.discard()  # no half-written file left looking like a result
+        for stage in (decoder, encoder):
+            if stage.error is not None:
+                raise stage.error
+
+    def put(self, q: queue.Queue, item) -> bool:
+        while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.1)
                 return True
@@ -311,77 +251,50 @@ def translate_video(translator, src: Path, dst: Path, *, side_by_side: bool = Fa
                 continue
         return False
 
-    def get(q: queue.Queue):
+    def get(self, q: queue.Queue):
         while True:
             try:
                 return q.get(timeout=0.1)
             except queue.Empty:
-                if stop.is_set():
+                if self.stop.is_set():
                     return _END
 
-    limit = max_frames if max_frames is not None else float("inf")
-    limited, pictures = False, 0
-
-    def decode() -> None:
-        nonlocal limited, pictures
-        current = first
-        while current is not None and current[1] < limit:
+    def decode(self) -> None:
+        h, w = self.size
+        current = self.first
+        while current is not None and current[1] < self.limit:
             frame, index = current
-            upcoming = timeline.read()  # one picture ahead: its timestamp says how long this one shows
+            upcoming = self.timeline.read()  # one picture ahead: its timestamp says how long this one shows
             hold = (upcoming[1] if upcoming is not None else index + 1) - index
-            if index + hold > limit:
-                hold, limited = int(limit - index), True
+            if index + hold > self.limit:
+                hold, self.limited = int(self.limit - index), True
             if frame.shape[:2] != (h, w):  # a stream that changes size: the writer takes one size only
                 frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
-            x, placement, motion = translator.prepare(frame)  # with --temporal, the flow runs here, beside the model
-            if not put(q_in, (frame, x, placement, motion, hold)):
+            x, placement, motion = self.translator.prepare(frame)  # with --temporal, the flow runs here
+            if not self.put(self.q_in, (frame, x, placement, motion, hold)):
                 return
-            pictures += 1
+            self.pictures += 1
             current = upcoming
-        limited = limited or current is not None
-        put(q_in, _END)
+        self.limited = self.limited or current is not None
+        self.put(self.q_in, _END)
 
-    written = 0
+    def translate(self) -> None:
+        while (item := self.get(self.q_in)) is not _END:
+            frame, x, placement, motion, hold = item
+            out = self.translator.run(x[None])[0]  # a copy: the backend reuses its output buffer
+            if not self.put(self.q_out, (frame, out, placement, motion, hold)):
+                break
+        self.put(self.q_out, _END)  # after the last frame: the encoder finishes the queue, then stops
 
-    def encode() -> None:
-        nonlocal written
-        while (item := get(q_out)) is not _END:
+    def encode(self) -> None:
+        while (item := self.get(self.q_out)) is not _END:
             frame, out, placement, motion, hold = item
-            result = translator.postprocess(out, placement, frame, motion)
-            if side_by_side:
-                plain = [translator.postprocess(out, placement, frame)] if temporal else []
+            result = self.translator.postprocess(out, placement, frame, motion)
+            if self.side_by_side:
+                plain = [self.translator.postprocess(out, placement, frame)] if self.plain_panel else []
                 result = np.hstack([frame, *plain, result])
             for _ in range(hold):
-                writer.write(result)
-                written += 1
-                if on_frame:
-                    on_frame()
-
-    decoder, encoder = _Stage("p2p-decode", decode, stop), _Stage("p2p-encode", encode, stop)
-    start = time.perf_counter()
-    decoder.start()
-    encoder.start()
-    finished = False
-    try:
-        while (item := get(q_in)) is not _END:
-            frame, x, placement, motion, hold = item
-            out = translator.run(x[None])[0]  # a copy: the backend reuses its output buffer
-            if not put(q_out, (frame, out, placement, motion, hold)):
-                break
-        put(q_out, _END)  # after the last frame: the encoder finishes the queue, then stops
-        finished = True
-    finally:
-        if not finished:
-            stop.set()
-        encoder.join()
-        stop.set()
-        decoder.join()
-        cap.release()
-        if not finished or decoder.error is not None or encoder.error is not None:
-            writer.discard()  # no half-written file left looking like a result
-    for stage in (decoder, encoder):
-        if stage.error is not None:
-            raise stage.error
-    writer.finish()
-    return VideoStats(written, time.perf_counter() - start, fps, size, pictures=pictures, declared=total,
-                      repeats=timeline.repeats, lost=timeline.lost, limited=limited)
+                self.writer.write(result)
+                self.written += 1
+                if self.on_frame:
+                    self.on_frame()

@@ -20,6 +20,7 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
+from ..cli_options import runnable
 from ..errors import UserError
 
 VERSION = "1.31.1"
@@ -36,7 +37,6 @@ FILES = WASM_FILES + WEBGPU_FILES
 # The npm package ships no licence file; its sources say "Licensed under the MIT License" (Microsoft).
 # This is ONNX Runtime's LICENSE, shipped as package data and copied beside the files.
 LICENSE = "LICENSE-onnxruntime.txt"
-FETCH_COMMAND = "p2p-web --fetch-runtime"
 
 
 class RuntimeMissing(UserError, FileNotFoundError):
@@ -65,8 +65,8 @@ def runtime_files(folder: Path | None = None) -> Path:
     missing = [name for name in FILES if not (folder / name).is_file()]
     if missing:
         raise RuntimeMissing(f"onnxruntime-web {VERSION} is not installed in {folder} (missing {missing[0]}): "
-                             f"run `{FETCH_COMMAND}` once (./install.sh does it; it downloads {PACKAGE} "
-                             "from the npm registry)")
+                             f"run `{runnable('p2p-web')} --fetch-runtime` once (./install.sh does it; it downloads "
+                             f"{PACKAGE} from the npm registry)")
     return folder
 
 
