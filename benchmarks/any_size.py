@@ -107,10 +107,10 @@ def side_by_side(data: Path, variants: dict[str, dict], rounds: int) -> dict[str
 def score(run: Path, frames: list[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
     """L1 and SSIM of the run's generator on edges of ``frames`` at their own size (the Translator fits them)."""
     from p2p.evaluation import metrics as M
-    from p2p.evaluation.evaluate import TorchModel
     from p2p.runtime.translator import Translator
+    from p2p.training.torch_backend import TorchBackend
 
-    tr = Translator(TorchModel(run / "checkpoint.pt"), noise="per-frame", seed=0)
+    tr = Translator(TorchBackend(run / "checkpoint.pt"), noise="per-frame", seed=0)
     outs = [tr.translate(f) for f in frames]
     l1 = np.mean([M.l1(o / 127.5 - 1, f / 127.5 - 1) for o, f in zip(outs, frames)])
     ssim = np.mean([M.ssim(o, f) for o, f in zip(outs, frames)])
