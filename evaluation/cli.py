@@ -41,7 +41,7 @@ Examples:
 @click.option("--split", default="val", show_default=True, help="Sub-folder of --data to score.")
 @click.option("--layout", type=click.Choice(["auto", "aligned", "folders", "photos"]), default="auto",
               show_default=True, help="How --data pairs its images (as p2p-train --layout).")
-@o.size_option("Evaluation size (default: the training size); --data scores square crops:")
+@o.size_option("Evaluation size (default: the training size and aspect):")
 @o.noise_option(default="per-frame")
 @click.option("--samples", "-k", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Dropout samples per image for the diversity metric (per-frame noise only).")
@@ -71,11 +71,6 @@ def main(model, data, video, temporal, max_frames, direction, split, layout, siz
                           max_frames=max_frames, report=report, backend=backend, progress=not no_progress)
     if temporal or max_frames:
         raise click.UsageError("--temporal and --max-frames go with --video")
-    if size is not None:
-        if size[0] != size[1]:
-            raise click.BadParameter(f"--data scores square crops: give N, not {size[0]}x{size[1]}",
-                                     param_hint="--size")
-        size = size[0]
     if not data.is_dir():
         raise click.ClickException(f"--data {data} is not a folder")
     log = lambda msg: click.echo(msg, err=True)  # noqa: E731

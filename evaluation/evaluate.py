@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from p2p.runtime.files import output_error, write_atomic
 from p2p.runtime.images import ImageError, input_to_bgr, output_to_bgr, read_image, target_to_bgr
 from p2p.runtime.masks import MaskSampler
 from p2p.runtime.pairs import DataError, PairDataset, resolve_split
+from p2p.runtime.sizes import canonical_size, squared, width_height
 from p2p.runtime.spec import ModelSpec, SpecError
 
 from . import metrics as M
@@ -63,18 +64,18 @@ def open_model(path: Path, backend: str = "auto") -> Backend:
 
 
 # --- the evaluation ------------------------------------------------------------------
-def evaluate(model: Backend, data: Path, *, split: str = "val", direction: str | None = None, size: int | None = None,
+def evaluate(model: Backend, data: Path, *, split: str = "val", direction: str | None = None, size=None,
              layout: str = "auto", noise: str = "per-frame", samples: int = 4, seed: int = 0,
              limit: int | None = None, rows: int = 8, segmenter: bool = False, seg_config: dict | None = None,
              cache: Path | None = None, progress: bool = False, log=None) -> tuple[dict, list[dict]]:
     """Score ``model`` on ``data``/``split``; returns (results for metrics.json, rows for the page)."""
     spec = model.spec
-    size = size or spec.image_size
+    size = width_height(size) if size else (spec.width, spec.height)  # N, (W, H) or the model's own
     direction = direction or spec.direction
     ds = _pairs(spec, data, split, size, direction, layout)
     if model.limits is not None:  # a TensorRT engine runs the sizes it was built for
         try:
-            model.limits.check(1, size, size, f"TensorRT engine {Path(model.path).name}")
+            model.limits.check(1, size[1], size[0], f"TensorRT engine {Path(model.path).name}")
         except SpecError as exc:
             raise EvalError(str(exc)) from None
     warnings = data_fit_warnings(spec, ds)
@@ -95,7 +96,7 @@ def evaluate(model: Backend, data: Path, *, split: str = "val", direction: str |
         scores.add(ds.pairs[i].a.name, x, y)
     results = {
         "model": str(model.path), "kind": model_kind(model), "backend": model.name,
-        "data": str(data), "split": split, "direction": direction, "size": size, "noise": noise,
+        "data": str(data), "split": split, "direction": direction, "size": canonical_size(size), "noise": noise,
         "samples": samples, "seed": seed, "spec": spec.to_dict(), "metrics": scores.summary(),
         "seconds": round(time.perf_counter() - t0, 2), "warnings": warnings,
     }
@@ -105,12 +106,12 @@ def evaluate(model: Backend, data: Path, *, split: str = "val", direction: str |
     return results, scores.page
 
 
-def _pairs(spec: ModelSpec, data: Path, split: str, size: int, direction: str, layout: str) -> PairDataset:
-    """The split's pairs at the evaluation size, read in the data's direction; EvalError if they cannot be."""
+def _pairs(spec: ModelSpec, data: Path, split: str, size: tuple[int, int], direction: str,
+           layout: str) -> PairDataset:
+    """The split's pairs at the evaluation size (W, H), read in the data's direction; EvalError if they cannot be."""
     try:
-        spec.check_size(size, size)
         # the same spec with the evaluation size and the data's direction: drives PairDataset only
-        data_spec = ModelSpec(**{**spec.to_dict(), "image_size": size, "direction": direction})
+        data_spec = replace(spec.at_size(*size), direction=direction)
         return PairDataset(resolve_split(Path(data), split), data_spec, layout, jitter=False)
     except (SpecError, DataError) as exc:
         raise EvalError(str(exc)) from None
@@ -119,7 +120,8 @@ def _pairs(spec: ModelSpec, data: Path, split: str, size: int, direction: str, l
 class _Scores:
     """Per-image metrics (and dropout samples) of each translated pair, their summary, and the page's rows."""
 
-    def __init__(self, model: Backend, spec: ModelSpec, sampler: MaskSampler, size: int, samples: int, seg, rows: int):
+    def __init__(self, model: Backend, spec: ModelSpec, sampler: MaskSampler, size: tuple[int, int], samples: int,
+                 seg, rows: int):
         self.model, self.spec, self.sampler, self.size, self.samples = model, spec, sampler, size, samples
         self.seg, self.rows = seg, rows
         self.running = M.Running()
@@ -127,9 +129,10 @@ class _Scores:
         self.out_imgs, self.target_imgs, self.page, self.per_image = [], [], [], []
 
     def add(self, name: str, x: np.ndarray, y: np.ndarray) -> None:
-        spec, size = self.spec, self.size
+        spec, (width, height) = self.spec, self.size
         # copies: a backend may reuse its output buffer on the next run
-        outs = [self.model.run(x[None], self.sampler(1, size, size))[0].copy() for _ in range(max(self.samples, 1))]
+        outs = [self.model.run(x[None], self.sampler(1, height, width))[0].copy()
+                for _ in range(max(self.samples, 1))]
         out = outs[0]
         out_img, target_img = output_to_bgr(out, spec, x), target_to_bgr(y, spec, x)
         sample_imgs = np.stack([output_to_bgr(o, spec, x) for o in outs]) if len(outs) > 1 else None
@@ -257,7 +260,7 @@ def write_outputs(folder: Path, results: dict, page: list[dict]) -> Path:
 
 def summary_lines(results: dict) -> list[str]:
     m = results["metrics"]
-    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {results['size']}², "
+    lines = [f"{results['model_name']} on {results['split']} ({m['images']} images, {squared(results['size'])}, "
              f"noise {results['noise']}):",
              f"  L1 {m['l1']:.4f}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  sharpness {m['sharpness']:.3f}"
              + (f"  dropout std {m['dropout_std']:.4f}" if m.get("dropout_std") is not None else "")]

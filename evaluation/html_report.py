@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from p2p.runtime.files import write_atomic
+from p2p.runtime.sizes import squared
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
@@ -64,7 +65,7 @@ def render(results: dict, rows: list[dict]) -> str:
              f"<h1>p2p-eval: {name}</h1>",
              f"<div class='sub'>{html.escape(results['model'])} ({html.escape(results['kind'])}, "
              f"{html.escape(results['backend'])}) · data {html.escape(results['data'])} "
-             f"[{html.escape(results['split'])}] · {html.escape(results['direction'])} · {results['size']}² · "
+             f"[{html.escape(results['split'])}] · {html.escape(results['direction'])} · {squared(results['size'])} · "
              f"noise {html.escape(results['noise'])} · K={results['samples']} · seed {results['seed']}</div>",
              "<h2>Metrics</h2>",
              table([(LABELS.get(k, k), v) for k, v in m.items() if not isinstance(v, dict)])]

@@ -52,7 +52,7 @@ def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 
     paths = list_images(folder)[:limit]
     if not paths:
         raise ExportError(f"--calib {folder}: no images (.jpg, .png, ...) in it")
-    feeds, size = [], spec.image_size
+    feeds = []
     for i, path in enumerate(paths):
         try:
             bgr = read_image(path)
@@ -62,9 +62,9 @@ def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 
         if spec.task == "paired" and w == 2 * h:  # an aligned A|B training pair: keep the input side
             a, b = bgr[:, :h], bgr[:, h:]
             bgr = a if spec.direction == "AtoB" else b
-        bgr = cv2.resize(bgr, (size, size), interpolation=cv2.INTER_AREA)
+        bgr = cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
         image = input_tensor(bgr, spec)[None]
-        masks = contract.draw_masks(spec, np.random.default_rng(seed + i), 1, size, size)
+        masks = contract.draw_masks(spec, np.random.default_rng(seed + i), 1, spec.height, spec.width)
         feeds.append(contract.feeds(spec, image, masks))
     return feeds
 

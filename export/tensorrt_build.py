@@ -45,7 +45,7 @@ class Shapes(ShapeLimits):
 
     @classmethod
     def single(cls, spec: ModelSpec, batch: int = 1, height: int | None = None, width: int | None = None):
-        s = (batch, height or spec.image_size, width or spec.image_size)
+        s = (batch, height or spec.height, width or spec.width)
         return cls(s, s, s)
 
     @classmethod

@@ -97,7 +97,7 @@ def verify(candidate: Backend, reference: Backend, *, sizes=None, batches=(1, 2)
     are checked on ``candidate``."""
     spec, precision = candidate.spec, candidate.precision
     result = VerifyResult(precision, tolerance if tolerance is not None else tolerance_for(precision))
-    sizes = list(sizes or [(spec.image_size, spec.image_size)])
+    sizes = list(sizes or [(spec.height, spec.width)])
     rng = np.random.default_rng(seed)
 
     def ort_run(image, masks):

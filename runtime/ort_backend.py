@@ -228,7 +228,7 @@ class OrtBackend:
         """The CPU session with the settings ort_tuning stored for this model, machine and frame shape
         (measured now, a few seconds, when there are none); the session opened by default if they are it."""
         limits = base.profile(self.spec) if callable(base.profile) else base.profile
-        limits = limits or ShapeLimits(*[(1, self.spec.image_size, self.spec.image_size)] * 3)
+        limits = limits or ShapeLimits(*[(1, self.spec.height, self.spec.width)] * 3)
         shape = limits.opt
         exact = shape if limits.min == limits.max else None  # a session planned for one shape needs to know it
         keys = file_sha256(self.path), ort_tuning.machine_key(ort.__version__), shape
@@ -321,7 +321,7 @@ class OrtBackend:
         if spec is not None:
             options["trt_fp16_enable"] = precision == contract.FP16  # fp32 models keep fp32 numerics
             limits = settings.profile(spec) if callable(settings.profile) else settings.profile
-            limits = limits or ShapeLimits(*[(1, spec.image_size, spec.image_size)] * 3)
+            limits = limits or ShapeLimits(*[(1, spec.height, spec.width)] * 3)
             for key, shape in zip(("min", "opt", "max"), (limits.min, limits.opt, limits.max)):
                 # "image:1x3x256x256,dropout_mask_0:1x512x2x2,...": every dynamic input needs one
                 options[f"trt_profile_{key}_shapes"] = ",".join(

@@ -2,9 +2,9 @@
 
 Torch-free, so that training and evaluation (which scores exported models on a Jetson
 without torch) read datasets with the same code. Decoding and the task adapters come
-from ``images`` (the same code serves frames at run time). Jitter is the paper's:
-resize to 286/256 of the size, random crop back to the size, random mirror; the same
-crop and flip for A and B.
+from ``images`` (the same code serves frames at run time). Jitter is the paper's by
+default: resize to 286/256 of the size, random crop back to the size, random mirror; the
+same crop and flip for A and B (``preprocess`` has it and the other --preprocess modes).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import UserError
 from .images import ImageError, input_tensor, list_images, read_image, split_aligned, target_tensor
+from .preprocess import apply_crop, draw_crop, fit_problem
 from .spec import ModelSpec
 
 LAYOUTS = ("auto", "aligned", "folders", "photos")
@@ -87,22 +88,6 @@ def load_pair(src: PairSource, layout: str) -> tuple[np.ndarray, np.ndarray | No
     return image, None
 
 
-def jitter_params(rng: np.random.Generator, size: int, jitter: bool) -> tuple[int, int, int, bool]:
-    """(load size, crop x, crop y, mirror): the paper's 286→256 jitter scaled to ``size``."""
-    if not jitter:
-        return size, 0, 0, False
-    load = int(round(size * 286 / 256))
-    return load, int(rng.integers(0, load - size + 1)), int(rng.integers(0, load - size + 1)), bool(rng.random() < 0.5)
-
-
-def apply_jitter(img: np.ndarray, size: int, params) -> np.ndarray:
-    load, x, y, mirror = params
-    h, w = img.shape[:2]
-    interp = cv2.INTER_AREA if h >= load and w >= load else cv2.INTER_CUBIC
-    img = cv2.resize(img, (load, load), interpolation=interp)[y:y + size, x:x + size]
-    return img[:, ::-1] if mirror else img
-
-
 class PairDataset:
     """(input, target) float32 CHW arrays in [-1, 1] for a spec's task and direction.
 
@@ -111,9 +96,11 @@ class PairDataset:
     exactly the images an uninterrupted one would.
     """
 
-    def __init__(self, folder: Path, spec: ModelSpec, layout: str = "auto", jitter: bool = True, seed: int = 0):
+    def __init__(self, folder: Path, spec: ModelSpec, layout: str = "auto", jitter: bool = True, seed: int = 0,
+                 preprocess: str = "resize-crop"):
         self.folder = Path(folder)
         self.spec = spec
+        self.preprocess = preprocess
         self.layout = detect_layout(self.folder, spec.task) if layout == "auto" else layout
         if spec.task != "paired" and self.layout != "photos":
             raise DataError(f"--task {spec.task} derives pairs from plain photos; --layout must be photos or auto")
@@ -134,12 +121,16 @@ class PairDataset:
                 a, _ = load_pair(src, self.layout)
             except ImageError as exc:
                 raise DataError(f"{exc}; fix or remove it") from None
-            if min(a.shape[:2]) < self.spec.image_size:
+            h, w = a.shape[:2]
+            problem = fit_problem(self.preprocess, w, h, self.spec.width, self.spec.height)
+            if problem:
+                raise DataError(f"{src.a} {problem}")
+            if h < self.spec.height or w < self.spec.width:
                 small.append(src.a.name)
         if small:
             warnings.warn(
-                f"{len(small)} image(s) are smaller than --size {self.spec.image_size} (e.g. {small[0]}); "
-                "they are upscaled, which blurs them: consider a smaller --size", stacklevel=2)
+                f"{len(small)} image(s) are smaller than --size {self.spec.width}x{self.spec.height} "
+                f"(e.g. {small[0]}); they are upscaled, which blurs them: consider a smaller --size", stacklevel=2)
 
     def __getitem__(self, index: int):
         src = self.pairs[index]
@@ -148,15 +139,24 @@ class PairDataset:
         except ImageError as exc:
             raise DataError(str(exc)) from None
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        params = jitter_params(rng, self.spec.image_size, self.jitter)
-        a = apply_jitter(a, self.spec.image_size, params)
+        a, crop = self._crop(a, rng, src)
         if b is None:  # a photo: the task adapter derives the pair from it
             x, y = input_tensor(a, self.spec), target_tensor(a, self.spec)
         else:
-            b = apply_jitter(b, self.spec.image_size, params)
+            b = apply_crop(b, crop, self.spec.width, self.spec.height)
             src_img, dst_img = (a, b) if self.spec.direction == "AtoB" else (b, a)
             x, y = input_tensor(src_img, self.spec), target_tensor(dst_img, self.spec)
         return x, y
+
+    def _crop(self, image: np.ndarray, rng: np.random.Generator, src: PairSource):
+        """The image's training (or validation) crop, and the crop, for its partner."""
+        h, w = image.shape[:2]
+        width, height = self.spec.width, self.spec.height
+        problem = fit_problem(self.preprocess, w, h, width, height)
+        if problem:
+            raise DataError(f"{src.a} {problem}")
+        crop = draw_crop(rng, self.preprocess, w, h, width, height, self.jitter)
+        return apply_crop(image, crop, width, height), crop
 
 
 class InputDataset:
@@ -166,8 +166,10 @@ class InputDataset:
     images of the input domain (label maps for labels→photo).
     """
 
-    def __init__(self, folder: Path, spec: ModelSpec, jitter: bool = True, seed: int = 0):
+    def __init__(self, folder: Path, spec: ModelSpec, jitter: bool = True, seed: int = 0,
+                 preprocess: str = "resize-crop"):
         self.folder = Path(folder)
+        self.preprocess = preprocess
         if not self.folder.is_dir():
             raise DataError(f"--extra-inputs {self.folder} is not a folder")
         self.spec = spec
@@ -180,9 +182,12 @@ class InputDataset:
     def check_all(self) -> None:
         for src in self.pairs:
             try:
-                read_image(src.a)
+                h, w = read_image(src.a).shape[:2]
             except ImageError as exc:
                 raise DataError(f"{exc}; fix or remove it") from None
+            problem = fit_problem(self.preprocess, w, h, self.spec.width, self.spec.height)
+            if problem:
+                raise DataError(f"{src.a} {problem}")
 
     def __getitem__(self, index: int) -> np.ndarray:
         src = self.pairs[index]
@@ -192,5 +197,5 @@ class InputDataset:
             raise DataError(str(exc)) from None
         # a seed of its own: these images do not share their jitter with the paired image of the same index
         rng = np.random.default_rng([self.seed, 1, self.epoch, index])
-        image = apply_jitter(image, self.spec.image_size, jitter_params(rng, self.spec.image_size, self.jitter))
+        image, _ = PairDataset._crop(self, image, rng, src)
         return input_tensor(image, self.spec)

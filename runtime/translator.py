@@ -65,9 +65,9 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
 def fit_box(spec: ModelSpec, size, fit: str, limits: ShapeLimits | None) -> tuple[int, int]:
     """The (width, height) box frames are fitted into: ``size`` (N or (W, H)), else the model's own."""
     if size is None:
-        if limits is not None and not limits.covers(1, spec.image_size, spec.image_size):
+        if limits is not None and not limits.covers(1, spec.height, spec.width):
             return limits.opt[2], limits.opt[1]  # an engine built for another size: use its optimum
-        return spec.image_size, spec.image_size
+        return spec.width, spec.height
     bw, bh = parse_size(size)
     m = spec.multiple
     if fit == "resize" and (bw % m or bh % m):

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from p2p.runtime import contract, ort_tuning
 from p2p.runtime.files import file_sha256
-from p2p.runtime.spec import ModelSpec, SpecError
+from p2p.runtime.spec import SPEC_FORMAT, ModelSpec, SpecError
 from p2p.training.models import Generator, count_parameters, init_weights
 
 TINY = ["--size", "32", "--ndf", "8", "--no-progress", "--sample-every", "1000"]
@@ -34,7 +34,7 @@ def test_block_type_in_the_spec_and_old_specs_load():
     with pytest.raises(SpecError, match="unknown block type 'mobile'"):
         ModelSpec.from_dict({**data, "block": "mobile"})
     with pytest.raises(SpecError, match="newer than this p2p understands"):
-        ModelSpec.from_dict({**data, "format": 3})
+        ModelSpec.from_dict({**data, "format": SPEC_FORMAT + 1})  # format 3 is the rectangle
 
 
 def test_conv_generator_keeps_its_checkpoint_layout():

@@ -13,6 +13,8 @@ import click
 from p2p.runtime import cli_options as o
 from p2p.runtime.cli_errors import user_errors
 from p2p.runtime.pairs import LAYOUTS
+from p2p.runtime.preprocess import PREPROCESS
+from p2p.runtime.sizes import canonical_size
 from p2p.runtime.spec import BLOCKS
 
 from .config import OBJECTIVES, PATCH_SIZES, ConfigError, TrainConfig, world_from_env
@@ -23,6 +25,7 @@ Examples:
   p2p-train --out runs/demo --size 128 --ngf 16 --ndf 16 --epochs 100 --epochs-decay 100   # embedded clips, edges→photo
   p2p-train --data ../shared/data/facades --direction BtoA --out runs/facades   # labels→photo, the paper's setup
   p2p-train --data photos/ --task colorize --out runs/color
+  p2p-train --data photos/ --task edges --size 384x256 --out runs/edges-3x2   # 3:2 photos at their own aspect
   p2p-train --teacher runs/facades --block separable --ngf 32 --out runs/facades-fast   # a CPU student
   p2p-train --out runs/facades --resume                                  # continue exactly where it stopped
 
@@ -52,7 +55,12 @@ D = _config_defaults()
 @click.option("--layout", type=click.Choice(LAYOUTS), default=D["layout"], show_default=True,
               help="aligned: one A|B image per pair; folders: A/ and B/ with matching names; photos: for --task "
                    "edges/colorize.")
-@o.size_option("Training crop, a power of two:", default=D["size"])
+@o.size_option("Training size, width first (384x256, 512x256, 1024x512). The U-Net's depth follows from the "
+               "shorter side, every side a multiple of 2^depth (runtime/sizes.py; a size it cannot take is refused "
+               "with the nearest ones it can):", default=D["size"])
+@click.option("--preprocess", type=click.Choice(PREPROCESS), default=D["preprocess"], show_default=True,
+              help="resize-crop: resize to 286/256 of --size then random crop (the paper's jitter); scale-width-crop: "
+                   "scale the width keeping the aspect, then random crop; crop: random crops at native resolution.")
 @click.option("--batch-size", type=click.IntRange(1, 64), default=D["batch_size"], show_default=True,
               help="The paper uses 1 to 10.")
 @click.option("--epochs", type=click.IntRange(0), default=D["epochs"], show_default=True,
@@ -76,6 +84,11 @@ D = _config_defaults()
 @click.option("--lambda-l1", type=float, default=D["lambda_l1"], show_default=True,
               help="Weight of the L1 term (the paper's 100).")
 @click.option("--unconditional", is_flag=True, help="D sees only the output, not the (input, output) pair.")
+@click.option("--num-d", type=click.IntRange(1, 3), default=D["num_d"], show_default=True,
+              help="Discriminators: the same PatchGAN at full, 1/2 and 1/4 resolution, losses summed (pix2pixHD); "
+                   "1 is the paper's.")
+@click.option("--lambda-fm", type=click.FloatRange(0), default=D["lambda_fm"], show_default=True,
+              help="Weight of the discriminator feature-matching L1 loss (pix2pixHD uses 10); 0 is the paper's.")
 @click.option("--lr", type=float, default=D["lr"], show_default=True, help="Adam learning rate (G and D).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (flags not given are taken from it).")
 @click.option("--overwrite", is_flag=True,
@@ -126,10 +139,7 @@ def main(ctx: click.Context, **opts) -> None:
     resume, overwrite = opts.pop("resume"), opts.pop("overwrite")
     opts["progress"] = not opts.pop("no_progress")
     opts["patch"] = int(opts["patch"])
-    width, height = opts["size"]
-    if width != height:
-        raise click.BadParameter(f"p2p-train trains square crops: give N, not {width}x{height}", param_hint="--size")
-    opts["size"] = width
+    opts["size"] = canonical_size(opts["size"])  # N or "WxH", as the run's config keeps it
     given = {k for k in opts if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out and --overwrite starts it again: give one")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from p2p.runtime.cli_options import DEFAULT_DEVICE, DEFAULT_SEED
 from p2p.runtime.errors import UserError
+from p2p.runtime.preprocess import PREPROCESS
+from p2p.runtime.sizes import canonical_size, size_problem, size_text, width_height
 from p2p.runtime.spec import ModelSpec
 
 OBJECTIVES = ("l1+cgan", "l1+gan", "cgan", "gan", "l1")
@@ -46,7 +48,8 @@ class TrainConfig:
     task: str = "paired"
     direction: str = "AtoB"
     layout: str = "auto"
-    size: int = 256
+    size: int | str = 256            # N (a square) or "WxH": runtime/sizes.py says which the U-Net takes
+    preprocess: str = "resize-crop"  # how images become training crops (runtime/preprocess.py)
     batch_size: int = 1
     epochs: int = 100
     epochs_decay: int = 100
@@ -59,6 +62,8 @@ class TrainConfig:
     objective: str = "l1+cgan"
     lambda_l1: float = 100.0
     unconditional: bool = False
+    num_d: int = 1                   # PatchGANs at full, 1/2 and 1/4 resolution (pix2pixHD); 1 is the paper's
+    lambda_fm: float = 0.0           # discriminator feature matching (pix2pixHD); 0 is the paper's
     lr: float = 2e-4
     beta1: float = 0.5
     device: str = DEFAULT_DEVICE
@@ -84,6 +89,20 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Combinations that cannot train, as one clear ConfigError each."""
+        try:
+            width, height = width_height(self.size)
+        except ValueError as exc:
+            raise ConfigError(f"--size: {exc}") from None
+        problem = size_problem(width, height)
+        if problem:
+            raise ConfigError(problem)
+        self.size = canonical_size(self.size)
+        if self.preprocess not in PREPROCESS:
+            raise ConfigError(f"--preprocess must be one of {', '.join(PREPROCESS)}, not {self.preprocess!r}")
+        if self.num_d not in (1, 2, 3):
+            raise ConfigError(f"--num-d must be 1, 2 or 3, not {self.num_d}")
+        if self.lambda_fm < 0 or (self.lambda_fm and self.objective == "l1"):
+            raise ConfigError("--lambda-fm must be ≥ 0, and needs a discriminator (not --objective l1)")
         self.spec()
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"unknown objective {self.objective!r}; expected one of {OBJECTIVES}")
@@ -96,13 +115,18 @@ class TrainConfig:
             raise ConfigError(f"--teacher-noise must be off or per-frame, not {self.teacher_noise!r}")
         if min(self.lambda_teacher, self.lambda_feat) < 0:
             raise ConfigError("--lambda-teacher and --lambda-feat must be ≥ 0")
-        side = patch_norm_size(self.size, self.patch)
+        smallest = min(width, height) // 2 ** (self.num_d - 1)  # what the coarsest discriminator sees
+        side = patch_norm_size(smallest, self.patch)
         if self.objective != "l1" and side < 2:  # its last 4x4 convolution needs a 2x2 map at least
-            raise ConfigError(f"--patch {self.patch} at --size {self.size} leaves the discriminator a map too small "
-                             f"for its last 4x4 convolution; use --size {2 * self.size} or more, or a smaller --patch")
+            scale = (f" (--num-d {self.num_d}: the coarsest sees 1/{2 ** (self.num_d - 1)} of it)"
+                     if self.num_d > 1 else "")
+            larger = size_text(2 * width, 2 * height)
+            raise ConfigError(f"--patch {self.patch} at --size {self.size}{scale} leaves the discriminator a map too "
+                              f"small for its last 4x4 convolution; use --size {larger} or more, a smaller --patch"
+                              + (" or a smaller --num-d" if self.num_d > 1 else ""))
 
     def spec(self) -> ModelSpec:
-        return ModelSpec.for_task(self.task, self.size, ngf=self.ngf, generator=self.generator,
+        return ModelSpec.for_task(self.task, width_height(self.size), ngf=self.ngf, generator=self.generator,
                                   direction=self.direction, block=self.block)
 
     def to_dict(self) -> dict:

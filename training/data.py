@@ -13,7 +13,7 @@ class TrainingSet:
         self.pairs, self.extras = pairs, extras
         self.folder = pairs.folder
         spec = pairs.spec
-        self._no_target = np.zeros((spec.out_channels, spec.image_size, spec.image_size), np.float32)
+        self._no_target = np.zeros((spec.out_channels, spec.height, spec.width), np.float32)
 
     @property
     def epoch(self) -> int:

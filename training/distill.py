@@ -30,8 +30,8 @@ from .checkpoint import CheckpointError, checkpoint_path, load_generator
 FEATURE_BLOCKS = 3  # decoder blocks whose outputs are distilled: the last ones, at 1/8, 1/4 and 1/2 of the frame
 TEACHER_NOISE = ("off", "per-frame")
 # spec fields a student must share with its teacher (its width, ngf, is its own)
-SHARED_FIELDS = ("generator", "task", "direction", "image_size", "in_channels", "out_channels", "channel_order",
-                 "canny_low", "canny_high", "dropout_blocks")
+SHARED_FIELDS = ("generator", "task", "direction", "image_size", "image_width", "image_height", "in_channels",
+                 "out_channels", "channel_order", "canny_low", "canny_high", "dropout_blocks")
 
 
 class TeacherError(UserError, ValueError):

@@ -36,7 +36,9 @@ class Objective:
         return torch.cat([x, y], 1) if self.conditional else y
 
 
-def gan_loss(logits: torch.Tensor, real: bool) -> torch.Tensor:
+def gan_loss(logits: torch.Tensor | list[torch.Tensor], real: bool) -> torch.Tensor:
+    if isinstance(logits, (list, tuple)):  # a multi-scale discriminator (--num-d): the scales' losses summed
+        return sum(gan_loss(scale, real) for scale in logits)
     # In fp32 whatever the autocast dtype: GAN losses in reduced precision are fragile.
     logits = logits.float()
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)

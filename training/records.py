@@ -18,6 +18,7 @@ from p2p.runtime.files import append_line, read_jsonl
 
 from .checkpoint import CHECKPOINT_NAME, save_checkpoint
 from .distributed import any_rank, gather_objects
+from .multiscale import num_scales
 from .objective import Objective
 from .report import plot_losses, write_sample_grid
 from .run_folder import LOG_NAME
@@ -112,6 +113,10 @@ class RunRecords:
         if (state["discriminator"] is None) != (self.D is None) or stored_obj.conditional != self.objective.conditional:
             raise TrainError(f"cannot resume: {path} was trained with --objective {stored_obj.name}"
                              f"{' --unconditional' if stored_obj.unconditional else ''}; pass the same objective")
+        stored_scales = num_scales(state["discriminator"])
+        if self.D is not None and stored_scales != self.cfg.num_d:
+            raise TrainError(f"cannot resume: {path} was trained with --num-d {stored_scales}, not {self.cfg.num_d}; "
+                             f"resume with --num-d {stored_scales}, or start a new run with another --out")
         if self.teacher_info and (state.get("teacher") or {}).get("sha256") != self.teacher_info["sha256"]:
             raise TrainError(f"cannot resume: the teacher {self.teacher_info['path']} is not the one this run "
                              "started from (its checkpoint changed); restore it, or distil again with a new --out")

@@ -14,6 +14,7 @@ from .config import TrainConfig
 from .data import TrainingSet
 from .distributed import convert_sync_batchnorm
 from .models import Discriminator, Generator, init_weights
+from .multiscale import build_discriminator
 from .objective import Objective
 
 
@@ -54,12 +55,14 @@ def build_datasets(cfg: TrainConfig, spec: ModelSpec) -> tuple[TrainingSet, Pair
     """The training set (with the paper's jitter, and --extra-inputs) and the validation split (val/ or test/)."""
     root = Path(cfg.data)
     train_dir = resolve_split(root, "train")
-    pairs = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed)
-    extras = InputDataset(Path(cfg.extra_inputs), spec, jitter=True, seed=cfg.seed) if cfg.extra_inputs else None
+    pairs = PairDataset(train_dir, spec, cfg.layout, jitter=True, seed=cfg.seed, preprocess=cfg.preprocess)
+    extras = (InputDataset(Path(cfg.extra_inputs), spec, jitter=True, seed=cfg.seed, preprocess=cfg.preprocess)
+              if cfg.extra_inputs else None)
     train = TrainingSet(pairs, extras)
     for name in ("val", "test"):
         if (root / name).is_dir() and root / name != train_dir:
-            return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed)
+            return train, PairDataset(root / name, spec, cfg.layout, jitter=False, seed=cfg.seed,
+                                      preprocess=cfg.preprocess)
     return train, None
 
 
@@ -75,7 +78,8 @@ def build_models(cfg: TrainConfig, spec: ModelSpec, objective: Objective,
     init_weights(G)
     D = None
     if objective.uses_gan:
-        D = Discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf, cfg.patch)
+        D = build_discriminator(spec.out_channels + (spec.in_channels if objective.conditional else 0), cfg.ndf,
+                                cfg.patch, cfg.num_d)  # --num-d > 1: multi-scale (training/multiscale.py)
         init_weights(D)
     if cfg.sync_bn:  # the converted layers keep BatchNorm2d's state-dict keys: checkpoints load either way
         for net in (G, D):

@@ -15,6 +15,7 @@ import torch
 
 from .distill import Teacher, feature_loss
 from .distributed import flagged_ranks
+from .multiscale import feature_matching, with_features
 from .objective import Objective, gan_loss, l1_loss
 
 
@@ -38,6 +39,7 @@ class PaperStep:
     autocast: Callable
     device: torch.device
     world: int = 1
+    lambda_fm: float = 0.0        # --lambda-fm: pix2pixHD's discriminator feature matching (training/multiscale.py)
 
     uses_unpaired = False  # whether batches carry images without targets (has_target)
 
@@ -68,9 +70,14 @@ class PaperStep:
     def g_loss(self, x, y, fake, losses: dict) -> torch.Tensor:
         """Non-saturating GAN loss (maximise log D(x, G(x))) plus λ·L1; the terms go into ``losses``."""
         loss_g = torch.zeros((), device=x.device)
+        if self.D is not None and self.lambda_fm:
+            loss_fm, pred = self.feature_matching(x, y, fake)
+            loss_g = loss_g + self.lambda_fm * loss_fm
+            losses["g_fm"] = loss_fm.item()
         if self.D is not None:
-            with self.autocast():
-                pred = self.D_bare(self.objective.d_input(x, fake))
+            if not self.lambda_fm:
+                with self.autocast():
+                    pred = self.D_bare(self.objective.d_input(x, fake))
             loss_gan = gan_loss(pred, True)
             loss_g = loss_g + loss_gan
             losses["g_gan"] = loss_gan.item()
@@ -81,6 +88,14 @@ class PaperStep:
         return loss_g
 
     # --- shared pieces --------------------------------------------------------------------
+    def feature_matching(self, x, y, fake):
+        """(the feature-matching loss, D's logits on the generated pair), with the bare D as the GAN term."""
+        with self.autocast():
+            pred, fake_features = with_features(self.D_bare, self.objective.d_input(x, fake))
+            with torch.no_grad():
+                _, real_features = with_features(self.D_bare, self.objective.d_input(x, y))
+        return feature_matching(fake_features, real_features), pred
+
     def d_step(self, x, y, fake) -> float:
         self.D.requires_grad_(True)
         self.opt_d.zero_grad(set_to_none=True)

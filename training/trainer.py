@@ -160,7 +160,8 @@ class Trainer(RunRecords):
 
     def validation_batch(self):
         """A fixed batch for val L1 and sample grids: val images, else the first training images."""
-        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False)
+        ds = self.val_set or PairDataset(self.train_set.folder, self.spec, self.cfg.layout, jitter=False,
+                                         preprocess=self.cfg.preprocess)
         items = [ds[i] for i in range(min(self.cfg.val_images, len(ds)))]
         return torch.from_numpy(np.stack([x for x, _ in items])), torch.from_numpy(np.stack([y for _, y in items]))
 
@@ -168,7 +169,7 @@ class Trainer(RunRecords):
         """The objective the loop calls each iteration: the paper's, or distillation from the teacher."""
         parts = dict(objective=self.objective, G=self.G_step, D=self.D_step, D_bare=self.D, opt_g=self.opt_g,
                      opt_d=self.opt_d, scaler=self.scaler, autocast=self.autocast, device=self.device,
-                     world=self.world)
+                     world=self.world, lambda_fm=cfg.lambda_fm)
         if self.teacher is None:
             return PaperStep(**parts)
         return DistillStep(**parts, teacher=self.teacher, lambda_teacher=cfg.lambda_teacher,

@@ -40,9 +40,7 @@ class WebFolderError(UserError, ValueError):
 
 def training_size(spec: ModelSpec) -> tuple[int, int]:
     """(width, height) the model was trained at: the page's default size (rectangular specs: their own)."""
-    width = getattr(spec, "image_width", None) or spec.image_size
-    height = getattr(spec, "image_height", None) or spec.image_size
-    return int(width), int(height)
+    return spec.width, spec.height
 
 
 def palette(spec: ModelSpec) -> list[dict]:
