@@ -150,6 +150,32 @@ def test_p2p_web_serves_a_model_cross_origin_isolated_and_stops_on_ctrl_c(browse
     assert proc.returncode == 0 and "Traceback" not in err and "stopped" in err, err
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_p2p_web_stops_on_sigint_and_sigterm_even_when_started_with_sigint_ignored(stop):
+    """A shell starts background jobs with SIGINT ignored (and docker stop sends SIGTERM): both still stop the
+    server in one line, also while a browser holds a connection open."""
+    import socket
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "p2p.runtime.web.cli", str(demo_model()), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        url = proc.stdout.readline().strip()
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        idle = socket.create_connection(("127.0.0.1", port))  # connected, no request sent (a preconnect)
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(stop)
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"p2p-web did not stop on {signal.Signals(stop).name}") from None
+    idle.close()
+    assert proc.returncode == 0 and "Traceback" not in err and "stopped" in err, err
+
+
 # --- what the page computes -------------------------------------------------------------------------------------
 def test_page_matches_onnxruntime_for_the_same_input_and_masks(browser, served):
     import onnxruntime as ort

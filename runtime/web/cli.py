@@ -1,6 +1,7 @@
 """p2p-web: serve a model's web page on localhost (the model translates in the browser)."""
 from __future__ import annotations
 
+import signal
 import tempfile
 from pathlib import Path
 
@@ -54,12 +55,24 @@ def main(model_or_dir, port, host, fetch_runtime):
             server = WebServer(folder, host, port)
             click.echo(f"serving {source} at {server.url}  (Ctrl+C stops)", err=True)
             click.echo(server.url)
+            _stop_on_signals()
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
                 click.echo("stopped", err=True)
             finally:
                 server.close()
+
+
+
+def _stop_on_signals() -> None:
+    """Ctrl+C and SIGTERM (docker stop) stop the server alike, also where the shell that started it set
+    SIGINT to ignored (background jobs): Python installs no Ctrl+C handler then."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, stop)
 
 
 if __name__ == "__main__":
