@@ -382,7 +382,7 @@ def check_fp16_norm_onnx(ctx: Context) -> str:
     provider = "CUDAExecutionProvider" if ctx.cuda and "CUDAExecutionProvider" in ort.get_available_providers() \
         else "CPUExecutionProvider"
     if provider == "CUDAExecutionProvider":
-        from p2p.runtime.ort_backend import load_gpu_libraries
+        from p2p.runtime.ort_providers import load_gpu_libraries
         load_gpu_libraries("ort-cuda")
     (path32, spec), (path16, _) = (ctx.onnx_file(64, 8, norm="reduce", fp16=f) for f in (False, True))
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path16)))
@@ -471,7 +471,8 @@ def ort_provider_check(ctx: Context, backend_name: str, tolerance: float) -> str
     import onnxruntime as ort
 
     from p2p.runtime import contract  # the one output comparator
-    from p2p.runtime.ort_backend import PROVIDERS, OrtBackend, load_gpu_libraries
+    from p2p.runtime.ort_backend import OrtBackend
+    from p2p.runtime.ort_providers import PROVIDERS, load_gpu_libraries
 
     provider = PROVIDERS[backend_name]
     if provider not in ort.get_available_providers():
@@ -500,7 +501,7 @@ def check_ort_tensorrt(ctx: Context) -> str:
 def check_ort_fallback(ctx: Context) -> str:
     import onnxruntime as ort
 
-    from p2p.runtime.ort_backend import can_disable_fallback
+    from p2p.runtime.ort_providers import can_disable_fallback
     from p2p.runtime.trt_backend import version_tuple
 
     takes_it = can_disable_fallback(ort.InferenceSession)

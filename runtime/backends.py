@@ -10,7 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
-from . import ort_backend, trt_backend
+from . import ort_backend, ort_providers, trt_backend
 from .artifacts import ArtifactError, ShapeLimits, model_kind
 from .errors import BackendUnavailable
 from .spec import ModelSpec
@@ -31,13 +31,13 @@ class Backend(Protocol):
         """Release sessions, device memory and streams."""
 
 
-BACKENDS = ("auto", "tensorrt", *ort_backend.PROVIDERS)
+BACKENDS = ("auto", "tensorrt", *ort_providers.PROVIDERS)
 
 
 def available_backends() -> list[str]:
     """The backends this machine can run, best first (for --help and benchmarks)."""
     names = ["tensorrt"] if trt_backend.available() else []
-    return names + [n for n in ort_backend.PROVIDERS if ort_backend.available(n)]
+    return names + [n for n in ort_providers.PROVIDERS if ort_providers.available(n)]
 
 
 def open_backend(path: Path, backend: str = "auto", profile=None, **ort_options) -> Backend:

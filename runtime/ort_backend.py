@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import io
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -26,104 +24,22 @@ try:
 except ImportError:  # it comes from an extra (cpu, gpu-cu12, gpu-cu13): said when a model is opened
     ort = None
 
-from . import contract, install_hints, ort_tuning
-from .artifacts import ArtifactError, ShapeLimits, read_onnx_metadata
+from . import contract, ort_tuning
+from .artifacts import ArtifactError, ShapeLimits
 from .errors import BackendUnavailable, first_line
 from .files import file_sha256
 from .integrity import check_onnx_file
+from .ort_providers import (
+    CHAINS,
+    NEEDS,
+    PROVIDERS,
+    can_disable_fallback,
+    load_gpu_libraries,
+    present_providers,
+    provider_entry,
+    sentence,
+)
 from .spec import ModelSpec, SpecError
-
-# backend name → ONNX Runtime provider, best first
-PROVIDERS = {
-    "ort-tensorrt": "TensorrtExecutionProvider",
-    "ort-cuda": "CUDAExecutionProvider",
-    "ort-cpu": "CPUExecutionProvider",
-}
-
-
-def cache_dir() -> Path:
-    """Where the TensorRT provider keeps built engines and timing caches between runs."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "p2p" / "ort-tensorrt"
-
-
-NO_ORT = f"ONNX Runtime is not installed: {install_hints.ORT}"
-
-
-def present_providers() -> list[str]:
-    """The providers the installed onnxruntime build contains (not all of them may start here)."""
-    if ort is None:
-        raise BackendUnavailable(NO_ORT)
-    return ort.get_available_providers()
-
-
-def available(name: str) -> bool:
-    return ort is not None and PROVIDERS[name] in ort.get_available_providers()
-
-
-# What each GPU provider needs, for the message when it is in the build but cannot start.
-NEEDS = {
-    "ort-tensorrt": "a CUDA GPU, and TensorRT 10's libraries (libnvinfer.so.10) for the CUDA that onnxruntime-gpu "
-                    f"was built for: the tensorrt package, which p2p imports first to load them ({install_hints.GPU})",
-    "ort-cuda": "a CUDA GPU and driver, and the CUDA and cuDNN 9 libraries onnxruntime-gpu was built for "
-                f"(onnxruntime-gpu[cuda,cudnn] brings them: {install_hints.GPU}; onnxruntime-gpu 1.27 and later "
-                "want CUDA 13, driver ≥ 580)",
-}
-
-
-def load_gpu_libraries(name: str) -> list[str]:
-    """Load what a GPU provider needs before its session is made; returns what could not be loaded.
-
-    In a plain pip install neither provider finds its libraries by itself: onnxruntime-gpu's
-    CUDA provider takes CUDA and cuDNN from the nvidia-* wheels only once
-    ``onnxruntime.preload_dlls()`` (onnxruntime ≥ 1.21) has loaded them, and its TensorRT
-    provider dlopens libnvinfer by name, which succeeds once ``import tensorrt`` (the PyPI
-    wheels load their libraries on import) has loaded it. Older builds (e.g. Jetson's) find
-    JetPack's system libraries and have no preload_dlls. Done once per process and name.
-    """
-    if name not in _LOADED:
-        missing = []
-        if hasattr(ort, "preload_dlls"):
-            printed = io.StringIO()
-            try:
-                with contextlib.redirect_stdout(printed):  # it reports a library it cannot load on stdout
-                    ort.preload_dlls()
-            except Exception as exc:  # e.g. RuntimeError for a missing directory: the session will say more
-                missing.append(f"preload_dlls: {first_line(exc)}")
-            missing += [line.strip() for line in printed.getvalue().splitlines() if line.startswith("Failed to load")]
-        if name == "ort-tensorrt":
-            try:
-                import tensorrt  # noqa: F401  (loads libnvinfer into the process for the provider)
-            except Exception as exc:  # ImportError, or OSError from a wheel whose libraries are missing
-                missing.append(f"tensorrt cannot be imported ({first_line(exc, 120)})")
-        _LOADED[name] = missing
-    return _LOADED[name]
-
-
-_LOADED: dict[str, list[str]] = {}
-
-
-def can_disable_fallback(session_class) -> bool:
-    """Whether ``InferenceSession(..., enable_fallback=0)`` works: onnxruntime ≥ 1.23's Session takes it.
-
-    Before 1.23 (1.19–1.22) the keyword disappears into ``**kwargs``: a provider that raises
-    is retried at once on the fallback providers without their options, with a banner on stdout.
-    """
-    for klass in inspect.getmro(session_class):
-        init = vars(klass).get("__init__")
-        try:
-            if init is not None and "enable_fallback" in inspect.signature(init).parameters:
-                return True
-        except (TypeError, ValueError):  # a compiled __init__ without a signature
-            continue
-    return False
-
-
-SOURCE_LOCATION = re.compile(r"^/\S+\.(?:cc|cpp|h):\d+ [^(]*\([^)]*\)\s*")
-
-# What a session asks for, best first: nodes a provider cannot take go to the next one.
-CHAINS = {"ort-tensorrt": ("ort-tensorrt", "ort-cuda", "ort-cpu"), "ort-cuda": ("ort-cuda", "ort-cpu"),
-          "ort-cpu": ("ort-cpu",)}
 
 
 class OrtBackend:
@@ -283,7 +199,7 @@ class OrtBackend:
         # Spinning threads cut latency but eat the cores that decode/encode threads need.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.spinning else "0")
         opts.log_severity_level = 3  # errors only: provider fallbacks are reported by name instead
-        providers = [self._provider(n, settings) for n in CHAINS[name]]
+        providers = [provider_entry(n, self.path, settings.trt_cache, settings.profile) for n in CHAINS[name]]
         # No silent retry on other providers with ours' options dropped (and no banner on stdout): the
         # caller decides what a provider that cannot start means. onnxruntime < 1.23 cannot be told so:
         # its retry's banner is caught and turned back into the error it reports.
@@ -293,40 +209,11 @@ class OrtBackend:
             with contextlib.redirect_stdout(banner):
                 session = ort.InferenceSession(str(self.path), opts, providers=providers, **kwargs)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/EPFail/... classes
-            raise _StartFailure(_sentence(first_line(exc, 2000))) from None
+            raise _StartFailure(sentence(first_line(exc, 2000))) from None
         retried = re.search(r"EP Error (.*) when using \[", banner.getvalue())
         if retried:  # onnxruntime < 1.23 fell back to other providers after this error
-            raise _StartFailure(_sentence(retried.group(1)))
+            raise _StartFailure(sentence(retried.group(1)))
         return session
-
-    def _provider(self, name: str, settings: "_Settings"):
-        """ONNX Runtime's provider entry for ``name``: its name, with options where it takes some."""
-        if name == "ort-tensorrt":
-            return self._tensorrt_provider(settings)
-        if name == "ort-cuda":
-            # TF32 convolutions drift ~1e-3 from fp32; keep the numerics the other backends have
-            return PROVIDERS[name], {"use_tf32": "0"}
-        return PROVIDERS[name]
-
-    def _tensorrt_provider(self, settings: "_Settings") -> tuple[str, dict]:
-        """The TensorRT provider with engine and timing caches, and an optimisation profile over every input."""
-        cache = Path(settings.trt_cache or cache_dir())
-        cache.mkdir(parents=True, exist_ok=True)
-        options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                   "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
-        try:  # the spec before the session exists, for the profile (the onnx package may be absent on a Jetson)
-            spec, precision = read_onnx_metadata(self.path)
-        except (ImportError, SpecError):  # without it TensorRT makes its own profiles; the session checks the file
-            spec = None
-        if spec is not None:
-            options["trt_fp16_enable"] = precision == contract.FP16  # fp32 models keep fp32 numerics
-            limits = settings.profile(spec) if callable(settings.profile) else settings.profile
-            limits = limits or ShapeLimits(*[(1, spec.height, spec.width)] * 3)
-            for key, shape in zip(("min", "opt", "max"), (limits.min, limits.opt, limits.max)):
-                # "image:1x3x256x256,dropout_mask_0:1x512x2x2,...": every dynamic input needs one
-                options[f"trt_profile_{key}_shapes"] = ",".join(
-                    f"{n}:{'x'.join(map(str, dims))}" for n, dims in contract.input_shapes(spec, *shape).items())
-        return PROVIDERS["ort-tensorrt"], options
 
     def run(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
         """(N, C, H, W) float32 → (N, out_channels, H, W) float32, valid until the next run."""
@@ -348,10 +235,6 @@ class OrtBackend:
     def close(self) -> None:
         self._binding = self._general = self._bound = None
         self.session = None
-
-def _sentence(message: str) -> str:
-    """ "/onnxruntime_src/...state.cc:729 void onnxruntime::...(...) Please install ...": keep the sentence."""
-    return SOURCE_LOCATION.sub("", message)[:300]
 
 
 class _StartFailure(Exception):

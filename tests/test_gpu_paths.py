@@ -24,7 +24,7 @@ import torch
 from conftest import ROOT
 from test_runtime import export_tiny
 
-from p2p.runtime import Translator, contract, install_hints, ort_backend, trt_backend
+from p2p.runtime import Translator, contract, install_hints, ort_backend, ort_providers, trt_backend
 from p2p.runtime.errors import BackendUnavailable
 from p2p.training.checkpoint import load_checkpoint
 from p2p.training.config import default_data_dir
@@ -112,7 +112,7 @@ class FakeGpuOrt:
             monkeypatch.delattr(ort_backend.ort, "preload_dlls", raising=False)
         else:
             monkeypatch.setattr(ort_backend.ort, "preload_dlls", preload_dlls, raising=False)
-        monkeypatch.setattr(ort_backend, "_LOADED", {}, raising=False)
+        monkeypatch.setattr(ort_providers, "_LOADED", {})
         monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))  # its import loads libnvinfer
 
 
@@ -161,7 +161,7 @@ def test_resume_restores_rng_states_loaded_onto_the_gpu(tmp_path, monkeypatch):
 @pytest.mark.parametrize("backend", ["ort-cuda", "ort-tensorrt"])
 def test_an_asked_for_gpu_provider_that_does_not_start_is_an_error(model, monkeypatch, backend):
     FakeGpuOrt(monkeypatch)  # onnxruntime-gpu, but no usable GPU: sessions come up on the CPU
-    with pytest.raises(BackendUnavailable, match=f"{backend}.*{ort_backend.PROVIDERS[backend]}.*ort-cpu"):
+    with pytest.raises(BackendUnavailable, match=f"{backend}.*{ort_providers.PROVIDERS[backend]}.*ort-cpu"):
         Translator(model, backend=backend)
 
 

@@ -22,7 +22,7 @@ from p2p.runtime.artifacts import ArtifactError, ShapeError, ShapeLimits, defaul
 from p2p.runtime.errors import BackendUnavailable
 from p2p.runtime.images import input_tensor, output_to_bgr
 from p2p.runtime.masks import MaskSampler
-from p2p.runtime.ort_backend import available as ort_available
+from p2p.runtime.ort_providers import available as ort_available
 from p2p.runtime.spec import ModelSpec
 from p2p.training.models import Generator, init_weights
 
@@ -377,7 +377,7 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
         import numpy as np
         import p2p.runtime, p2p.video
         from p2p.runtime import Translator
-        from p2p.runtime import backends, trt_backend, artifacts, masks, ort_backend, flow, temporal, warping_error
+        from p2p.runtime import backends, trt_backend, artifacts, masks, ort_backend, ort_providers, flow, temporal, warping_error
         from p2p.video import capture, cli, display, live, options, pipeline
         tr = Translator({str(paired[0])!r}, noise="per-frame", seed=0)
         out = tr.translate(np.full((90, 120, 3), 128, np.uint8))
