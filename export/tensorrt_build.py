@@ -206,8 +206,8 @@ def _add_profile(builder, config, network, spec, shapes: Shapes, source: Path) -
     profile = builder.create_optimization_profile()
     low, opt, high = (contract.input_shapes(spec, *s) for s in (shapes.min, shapes.opt, shapes.max))
     inputs = [network.get_input(i).name for i in range(network.num_inputs)]
-    if sorted(inputs) != sorted(low):
-        raise ExportError(f"{source} has inputs {inputs}, expected {sorted(low)}")
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    contract.check_io(spec, inputs, outputs, str(source), ordered=False)  # the parser may reorder inputs
     for name in inputs:
         profile.set_shape(name, low[name], opt[name], high[name])
     config.add_optimization_profile(profile)

@@ -589,7 +589,7 @@ class FakeTensorRT:
 
         class Network:
             def __init__(self):
-                self.inputs, self.layers, self.names, self.counter = [], [], set(), 0
+                self.inputs, self.outputs, self.layers, self.names, self.counter = [], [], [], set(), 0
 
             @property
             def num_inputs(self):
@@ -597,6 +597,13 @@ class FakeTensorRT:
 
             def get_input(self, i):
                 return types.SimpleNamespace(name=self.inputs[i])
+
+            @property
+            def num_outputs(self):
+                return len(self.outputs)
+
+            def get_output(self, i):
+                return types.SimpleNamespace(name=self.outputs[i])
 
             @property
             def num_layers(self):
@@ -625,6 +632,7 @@ class FakeTensorRT:
                 calls["parsed"] = path
                 graph = onnx.load(path, load_external_data=False).graph
                 self.network.inputs = [i.name for i in graph.input]
+                self.network.outputs = [o.name for o in graph.output]
                 weights, made = {i.name for i in graph.initializer}, set()
                 for node in graph.node:
                     if node.op_type == "Constant":
@@ -725,6 +733,22 @@ def test_build_engine_profiles_every_input(paired, norm_forms, tmp_path, monkeyp
     if version.startswith("11."):
         with pytest.raises(ExportError, match="strongly typed"):
             build_engine(paired["path"], tmp_path / "x.engine", fp16=True, log=lambda m: None)
+
+
+def test_build_engine_checks_the_graphs_inputs_and_outputs_against_the_contract(paired, tmp_path, monkeypatch):
+    """The engine's I/O is checked by the contract's own check_io: an output under another name (which the
+    old, inputs-only check let through into an engine the runtime then refuses) stops the build."""
+    from p2p.export.tensorrt_build import build_engine
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeTensorRT("10.3.0"))
+    model = onnx.load(str(paired["path"]))
+    producer = next(n for n in model.graph.node if contract.OUTPUT in n.output)
+    producer.output[list(producer.output).index(contract.OUTPUT)] = "translated"
+    model.graph.output[0].name = "translated"
+    renamed = tmp_path / "renamed.onnx"
+    onnx.save(model, str(renamed))
+    with pytest.raises(SpecError, match=r"outputs \['translated'\] do not match its spec"):
+        build_engine(renamed, tmp_path / "model.engine", log=lambda m: None)
+    assert not (tmp_path / "model.engine").exists()
 
 
 # --- issue 19 (3): an opset-17 graph that TensorRT 8.6 (JetPack 6.0) parses as meant ---------------------
