@@ -170,12 +170,14 @@ def export_all(args, names: list[str]) -> dict[str, dict]:
 
 
 def int8_timing(args, name: str) -> dict:
-    from p2p.export.int8 import compare, quantize_int8
+    from p2p.export.int8 import compare, cpu_backend, quantize_int8
 
     onnx = folder(args, name) / "model.onnx"
     out = folder(args, name) / "model.int8.onnx"
-    _, feeds = quantize_int8(onnx, out, args.data / "val")
-    return compare(onnx, out, feeds, runs=args.rounds, threads=args.threads)
+    _, frames = quantize_int8(onnx, out, args.data / "val")
+    with cpu_backend(onnx, args.threads) as fp32, cpu_backend(out, args.threads) as int8:
+        r = compare(fp32, int8, frames, runs=args.rounds)
+    return {"max_diff": r.max_diff, "ms_fp32": r.ms_reference, "ms_int8": r.ms_candidate}
 
 
 def parse_args(argv=None):

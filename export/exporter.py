@@ -15,7 +15,7 @@ from p2p.runtime.spec import ModelSpec
 from p2p.training.checkpoint import load_generator
 
 from .fp16 import to_fp16
-from .int8 import calibration_inputs, compare, kernel_counts, quantize_int8
+from .int8 import calibration_frames, compare, cpu_backend, kernel_counts, quantize_int8
 from .onnx_export import OPSET, build_onnx, check_writable, write_model
 from .tensorrt_build import Shapes, build_engine, installed_tensorrt, version_tuple
 from .verify import verify_onnx
@@ -40,7 +40,7 @@ def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = contrac
         check_writable(engine)
         shapes = (shapes or Shapes.single(spec)).validated(spec)
     if precision == contract.INT8:
-        calibration_inputs(calib, spec, limit=1)  # a wrong folder fails now, not after the export
+        calibration_frames(calib, spec, limit=1)  # a wrong folder fails now, not after the export
 
     if opset is None:
         opset = OPSET
@@ -61,10 +61,11 @@ def export_checkpoint(source: Path, onnx_path: Path, *, precision: str = contrac
                 _verify(fp32_path, generator, log)
             _, frames = quantize_int8(fp32_path, onnx_path, calib)
             _wrote(onnx_path, spec, contract.INT8, log)
-            r = compare(fp32_path, onnx_path, frames)
+            with cpu_backend(fp32_path) as fp32, cpu_backend(onnx_path) as int8:
+                r = compare(fp32, int8, frames)
             kernels = kernel_counts(onnx_path)
-            log(f"  int8 vs fp32 on {min(len(frames), 4)} calibration frames: max abs diff {r['max_diff']:.3f}, "
-                f"mean {r['mean_diff']:.4f}; ONNX Runtime CPU {r['ms_fp32']:.1f} → {r['ms_int8']:.1f} ms/frame; "
+            log(f"  int8 vs fp32 on {min(len(frames), 4)} calibration frames: max abs diff {r.max_diff:.3f}, "
+                f"mean {r.mean_diff:.4f}; ONNX Runtime CPU {r.ms_reference:.1f} → {r.ms_candidate:.1f} ms/frame; "
                 f"{kernels.get('QLinearConv', 0)} convolutions run as integer kernels, "
                 f"{kernels.get('Conv', 0) + kernels.get('ConvTranspose', 0)} in float")
             return onnx_path

@@ -14,10 +14,14 @@ kernel adds pairs of products in 16 bits, which 8-bit weights can overflow.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -25,12 +29,14 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from p2p.runtime import contract
+from p2p.runtime.backends import Backend
 from p2p.runtime.images import ImageError, input_tensor, list_images, read_image
+from p2p.runtime.ort_backend import OrtBackend
 from p2p.runtime.spec import ModelSpec
 
 from .onnx_export import ExportError, read_onnx_spec, save_onnx, write_model
 from .subpixel import convtranspose_as_conv
-from .verify import FP32_TOLERANCE, ort_session
+from .verify import FP32_TOLERANCE
 
 QUANTISED_OPS = ["Conv"]  # after the ConvTranspose rewrite, every convolution
 
@@ -44,15 +50,19 @@ def has_vnni() -> bool:
     return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
 
 
-def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 0) -> list[dict]:
-    """Up to ``limit`` frames from ``calib_dir`` as ORT feeds at the spec's size (raises ExportError if none)."""
+Frame = tuple[np.ndarray, list]  # (image, masks): one input of the model, as Backend.run takes it
+
+
+def calibration_frames(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 0) -> list[Frame]:
+    """Up to ``limit`` frames from ``calib_dir`` at the spec's size, each with the masks drawn as at test time
+    (raises ExportError if there are none)."""
     folder = Path(calib_dir)
     if not folder.is_dir():
         raise ExportError(f"--calib {folder}: not a folder of images")
     paths = list_images(folder)[:limit]
     if not paths:
         raise ExportError(f"--calib {folder}: no images (.jpg, .png, ...) in it")
-    feeds = []
+    frames = []
     for i, path in enumerate(paths):
         try:
             bgr = read_image(path)
@@ -63,29 +73,29 @@ def calibration_inputs(calib_dir, spec: ModelSpec, limit: int = 32, seed: int = 
             a, b = bgr[:, :h], bgr[:, h:]
             bgr = a if spec.direction == "AtoB" else b
         bgr = cv2.resize(bgr, (spec.width, spec.height), interpolation=cv2.INTER_AREA)
-        image = input_tensor(bgr, spec)[None]
+        image = np.ascontiguousarray(input_tensor(bgr, spec)[None], np.float32)
         masks = contract.draw_masks(spec, np.random.default_rng(seed + i), 1, spec.height, spec.width)
-        feeds.append(contract.feeds(spec, image, masks))
-    return feeds
+        frames.append((image, masks))
+    return frames
 
 
 def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32, reduce_range: bool | None = None,
-                  float_output: bool = False) -> tuple[Path, list[dict]]:
-    """Write the INT8 model to ``out_path``; returns it and the calibration feeds (for comparisons).
+                  float_output: bool = False) -> tuple[Path, list[Frame]]:
+    """Write the INT8 model to ``out_path``; returns it and the calibration frames (for comparisons).
 
     ``reduce_range``: 7-bit weights (default: on x86 CPUs without VNNI, see the module doc);
     ``float_output``: keep the output layer in float.
     """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     spec = read_onnx_spec(fp32_path)
-    feeds = calibration_inputs(calib_dir, spec, limit)
+    frames = calibration_frames(calib_dir, spec, limit)
     if reduce_range is None:
         import platform
         reduce_range = platform.machine().lower() in ("x86_64", "amd64") and not has_vnni()
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter(feeds)
+            self.it = (contract.feeds(spec, *frame) for frame in frames)
 
         def get_next(self):
             return next(self.it, None)
@@ -98,7 +108,7 @@ def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32, reduce_ran
             convs_path, tmp_path = Path(tmp) / "convs.onnx", Path(tmp) / "int8.onnx"
             model, _ = convtranspose_as_conv(onnx.load(str(fp32_path)))
             save_onnx(model, convs_path)
-            _check_same(fp32_path, convs_path, feeds[0])
+            _check_same(fp32_path, convs_path, frames[0])
             output_conv = [n.name for n in model.graph.node if n.op_type == "Conv"][-1:] if float_output else []
             quantize_static(str(convs_path), str(tmp_path), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
@@ -107,13 +117,13 @@ def quantize_int8(fp32_path, out_path, calib_dir, *, limit: int = 32, reduce_ran
             model = onnx.load(str(tmp_path))
     finally:
         root.setLevel(level)
-    return write_model(model, spec, contract.INT8, out_path), feeds
+    return write_model(model, spec, contract.INT8, out_path), frames
 
 
-def _check_same(a: Path, b: Path, feed: dict) -> None:
+def _check_same(a: Path, b: Path, frame: Frame) -> None:
     """The rewritten fp32 graph must compute what the exported one does (a bug otherwise, not a user error)."""
-    out = [contract.OUTPUT]
-    diff = contract.compare_outputs(ort_session(b).run(out, feed)[0], ort_session(a).run(out, feed)[0]).max
+    with cpu_backend(a, 1) as reference, cpu_backend(b, 1) as rewritten:
+        diff = compare(reference, rewritten, [frame], runs=0).max_diff
     if diff > FP32_TOLERANCE:
         raise RuntimeError(f"ConvTranspose→Conv rewrite changed the output by {diff:.2e}")
 
@@ -134,19 +144,35 @@ def kernel_counts(path, threads: int = 1) -> dict[str, int]:
         return dict(collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node))
 
 
-def compare(fp32_path, other_path, feeds, *, runs: int = 5, threads: int | None = None) -> dict:
-    """Max and mean abs output difference of ``other_path`` from fp32, and ORT CPU ms/frame of each."""
-    a, b = ort_session(fp32_path, threads), ort_session(other_path, threads)
-    out = [contract.OUTPUT]
-    diff = contract.compare_outputs([b.run(out, f)[0] for f in feeds[:4]], [a.run(out, f)[0] for f in feeds[:4]])
-    times = {"fp32": [], "int8": []}
-    f = feeds[0]
-    for sess in (a, b):
-        sess.run(out, f)  # warm-up
-    for _ in range(runs):  # interleaved: background load hits both alike
-        for key, sess in (("fp32", a), ("int8", b)):
+@contextlib.contextmanager
+def cpu_backend(path, threads: int | None = None) -> Iterator[Backend]:
+    """The runtime's ONNX Runtime CPU backend at fixed threads (default: one per core; no settings tuning,
+    which is for the runtime, not a one-off check), closed afterwards."""
+    backend = OrtBackend(Path(path), "ort-cpu", threads=threads or os.cpu_count() or 1)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@dataclass
+class Comparison:
+    max_diff: float      # max abs output difference of the candidate from the reference
+    mean_diff: float
+    ms_reference: float  # median ms per frame, timed interleaved
+    ms_candidate: float
+
+
+def compare(reference: Backend, candidate: Backend, frames: list[Frame], *, runs: int = 5) -> Comparison:
+    """``candidate`` (e.g. the INT8 model) against ``reference`` (e.g. fp32) on up to 4 of ``frames``, on any two
+    backends of one model; then ``runs`` timed frames of each, interleaved (background load hits both alike)."""
+    diff = contract.compare_outputs([np.array(candidate.run(*f)) for f in frames[:4]],  # copies: buffers are reused
+                                    [np.array(reference.run(*f)) for f in frames[:4]])
+    times: dict[str, list[float]] = {"reference": [], "candidate": []}
+    for _ in range(runs):
+        for key, backend in (("reference", reference), ("candidate", candidate)):
             t = time.perf_counter()
-            sess.run(out, f)
+            backend.run(*frames[0])
             times[key].append((time.perf_counter() - t) * 1e3)
-    return {"max_diff": diff.max, "mean_diff": diff.mean,
-            "ms_fp32": float(np.median(times["fp32"])), "ms_int8": float(np.median(times["int8"]))}
+    return Comparison(diff.max, diff.mean, float(np.median(times["reference"] or [0.0])),
+                      float(np.median(times["candidate"] or [0.0])))

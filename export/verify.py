@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from p2p.runtime import contract
 from p2p.runtime.backends import Backend
@@ -59,15 +58,6 @@ class VerifyResult:
         if not self.ok:
             raise ExportError("verification failed: " + "; ".join(self.lines()))
         return self
-
-
-def ort_session(path, threads: int | None = None) -> ort.InferenceSession:
-    """A plain CPU session: the reference every check compares against."""
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def verify_onnx(path, generator, *, sizes=None, batches=(1, 2), tolerance: float | None = None,

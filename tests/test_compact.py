@@ -149,7 +149,7 @@ def test_convtranspose_as_conv_is_exact():
 @pytest.mark.slow
 def test_int8_runs_every_convolution_as_an_integer_kernel(tmp_path):
     """The old --int8 left ConvTranspose in float (weights dequantised every frame): slower than fp32."""
-    from p2p.export.int8 import compare, kernel_counts, quantize_int8
+    from p2p.export.int8 import compare, cpu_backend, kernel_counts, quantize_int8
     from p2p.export.onnx_export import export_onnx
 
     spec = ModelSpec.for_task("paired", 64, ngf=8)
@@ -164,11 +164,12 @@ def test_int8_runs_every_convolution_as_an_integer_kernel(tmp_path):
     for i in range(3):
         cv2.imwrite(str(calib / f"{i}.png"), rng.integers(0, 256, (64, 128, 3), dtype=np.uint8))
     for reduce_range in (False, True):
-        out, feeds = quantize_int8(fp32, tmp_path / f"int8_{reduce_range}.onnx", calib, reduce_range=reduce_range)
+        out, frames = quantize_int8(fp32, tmp_path / f"int8_{reduce_range}.onnx", calib, reduce_range=reduce_range)
         kernels = kernel_counts(out)
         convs = spec.depth * 2  # encoder and decoder layers
         assert kernels.get("QLinearConv") == convs and "ConvTranspose" not in kernels and "Conv" not in kernels
-        assert compare(fp32, out, feeds, runs=1, threads=1)["max_diff"] < 0.5
+        with cpu_backend(fp32, 1) as reference, cpu_backend(out, 1) as int8:
+            assert compare(reference, int8, frames, runs=1).max_diff < 0.5
     out, _ = quantize_int8(fp32, tmp_path / "float_out.onnx", calib, float_output=True)
     kernels = kernel_counts(out)
     assert kernels.get("QLinearConv") == convs - 1 and kernels.get("Conv") == 1

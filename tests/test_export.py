@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from p2p.export.cli import main as cli
 from p2p.export.fp16 import FP16_TOLERANCE, to_fp16
-from p2p.export.int8 import compare, quantize_int8
+from p2p.export.int8 import compare, cpu_backend, quantize_int8
 from p2p.export.onnx_export import (
     ExportError,
     all_nodes,
@@ -306,15 +306,16 @@ def test_fp16_reduce_norm_keeps_its_statistics_in_fp32(tmp_path):
 
 def test_int8_calibrated_on_frames(paired, tmp_path):
     calib = write_frames(tmp_path / "calib")
-    out, feeds = quantize_int8(paired["path"], tmp_path / "model.int8.onnx", calib)
-    assert len(feeds) == 3 and feeds[0]["image"].shape == (1, 3, 64, 64)  # the A half, at the spec's size
+    out, frames = quantize_int8(paired["path"], tmp_path / "model.int8.onnx", calib)
+    assert len(frames) == 3 and frames[0][0].shape == (1, 3, 64, 64)  # the A half, at the spec's size
     model = onnx.load(str(out))
     ops = {n.op_type for n in model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and forbidden_ops(model) == set()
     check_graph(model, paired["spec"])  # same inputs: masks survive quantisation
     assert read_onnx_metadata(out)[1] == "int8" and read_onnx_spec(out) == paired["spec"]
-    result = compare(paired["path"], out, feeds, runs=1, threads=1)
-    assert 0 < result["max_diff"] < 0.5 and result["ms_int8"] > 0
+    with cpu_backend(paired["path"], 1) as fp32, cpu_backend(out, 1) as int8:
+        result = compare(fp32, int8, frames, runs=1)
+    assert 0 < result.max_diff < 0.5 and result.ms_candidate > 0
 
 
 # --- metadata and the caller's model ----------------------------------------------------------
