@@ -51,16 +51,6 @@ def laplacian_energy(image: np.ndarray) -> float:
     return float(np.mean(cv2.Laplacian(gray, cv2.CV_32F, ksize=3) ** 2))
 
 
-def sharpness_ratio(outputs, targets) -> float:
-    """Σ high-frequency energy of outputs / Σ that of targets: < 1 blurrier, ≈ 1 as sharp, > 1 noisier.
-
-    A ratio of sums, not a mean of ratios: a flat target (near-zero energy) must not dominate.
-    """
-    num = sum(laplacian_energy(o) for o in outputs)
-    den = sum(laplacian_energy(t) for t in targets)
-    return float(num / den) if den > 0 else math.nan
-
-
 def dropout_std(samples: np.ndarray) -> float:
     """Mean per-pixel standard deviation over K samples of one input (K×H×W×C uint8), in [0, 1] units."""
     if len(samples) < 2:

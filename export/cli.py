@@ -63,7 +63,8 @@ per dropout layer (0 or 1/(1-p); all ones = no noise); H and W are multiples of
 @click.option("--calib", type=click.Path(path_type=Path), metavar="DIR",
               help="--int8: folder of frames like those the model will see (up to 32 are used).")
 @click.option("--norm", type=click.Choice(["instance", "reduce"]), default=None,
-              help="How batch statistics are written (default: instance, the faster in ORT).")
+              help="How batch statistics are written (default: instance, one normalisation node; reduce: mean and "
+                   "variance spelt out; as fast on ORT CPU, benchmarks/norm_forms.md).")
 @click.option("--opset", type=click.Choice(["17", "18"]), default=None,
               help="ONNX opset. 17: the graph TensorRT 8.6's parser reads (JetPack 6.0; export there, or for "
                    "trtexec on such a board). Default 18, or 17 when --trt finds a TensorRT older than 10.")

@@ -175,9 +175,6 @@ class OutputDiff:
     max: float
     mean: float
 
-    def within(self, tolerance: float) -> bool:
-        return self.max <= tolerance
-
 
 def compare_outputs(output, reference) -> OutputDiff:
     """The one comparison of outputs (arrays of the same shape; lists of them are compared pairwise)."""

@@ -108,7 +108,6 @@ class PairDataset:
         self.jitter = jitter
         self.seed = seed
         self.epoch = 0
-        self._warned_small = False
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -162,7 +162,7 @@ class TensorRTBackend:
         data = self.path.read_bytes()
         check_engine_bytes(meta.sha256, data, str(self.path))  # a damaged engine is refused before TensorRT reads it
         trt, cudart = _import()
-        self._trt, self._cuda = trt, _Cuda(cudart)
+        self._cuda = _Cuda(cudart)
         problem = cuda_problem(cudart)
         if problem:
             raise BackendUnavailable(f"native TensorRT backend: {problem}")

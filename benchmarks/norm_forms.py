@@ -1,6 +1,8 @@
 """Which way of writing batch statistics runs faster in ONNX Runtime CPU?
 
-    OMP_NUM_THREADS=2 python -m p2p.export.bench_norm [--size 256 --ngf 64 --threads 2 --runs 20]
+    OMP_NUM_THREADS=2 python benchmarks/norm_forms.py [--size 256 --ngf 64 --threads 2 --runs 20]
+
+Results: benchmarks/norm_forms.md (the instance form is the default: p2p-export --norm).
 
 Exports the paper's generator once per variant (graph.NORMS), checks both
 against PyTorch on the same masks, and prints ms/frame at batch 1 (runs
@@ -30,12 +32,11 @@ def main(size, ngf, threads, runs):
     import onnxruntime as ort
     import torch
 
+    from p2p.export.graph import NORMS
+    from p2p.export.onnx_export import export_onnx
     from p2p.runtime import contract
     from p2p.runtime.spec import ModelSpec
     from p2p.training.models import Generator, init_weights
-
-    from .graph import NORMS
-    from .onnx_export import export_onnx
 
     torch.manual_seed(0)
     spec = ModelSpec.for_task("paired", size, ngf=ngf)
@@ -59,7 +60,7 @@ def main(size, ngf, threads, runs):
             sessions[norm] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             for _ in range(3):  # warm-up
                 out = sessions[norm].run(None, feed)[0]
-            diffs[norm] = float(np.abs(out - ref).max())
+            diffs[norm] = contract.compare_outputs(out, ref).max
         # interleaved, so load from other processes on a shared machine hits both alike
         times = {norm: [] for norm in NORMS}
         for _ in range(runs):
@@ -89,6 +90,7 @@ def non_conv_ms(path, opts, feed, runs, tmp) -> float:
             by_op[event["args"]["op_name"]] += event["dur"]
     conv = sum(v for k, v in by_op.items() if "Conv" in k)
     return (sum(by_op.values()) - conv) / runs / 1e3
+
 
 if __name__ == "__main__":
     main()
