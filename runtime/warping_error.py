@@ -116,12 +116,3 @@ def measure(frames, streams: dict[str, Callable[[np.ndarray], np.ndarray]], *,
         if on_frame is not None:
             on_frame(n, frame, outputs)
     return meter
-
-
-def clip_warping_error(frames, outputs=None, **options) -> float:
-    """The warping error of one clip: of ``outputs`` (frames in the same order), or of ``frames`` themselves."""
-    meter = WarpingError(**options)
-    outputs = list(outputs) if outputs is not None else None
-    for i, frame in enumerate(frames):
-        meter.step(frame, {"output": outputs[i]} if outputs is not None else None)
-    return meter.summary().get("output" if outputs is not None else INPUT, math.nan)

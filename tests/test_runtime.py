@@ -384,7 +384,7 @@ def test_runtime_and_video_run_without_torch(tmp_path, paired):
         assert out.shape == (90, 120, 3), out.shape
         tr.temporal = 0.8  # the stabiliser and the warping error: numpy and OpenCV only
         frames = [np.full((72, 96, 3), 60 + 5 * k, np.uint8) for k in range(3)]
-        warping_error.clip_warping_error(frames, [tr.translate(f) for f in frames])
+        warping_error.measure(frames, {{"output": tr.translate}}).summary()
         cli.video_main([{str(paired[0])!r}, {str(clip)!r}, "out.mp4", "--max-frames", "5", "--no-progress",
                         "--temporal", "0.5"], standalone_mode=False)
         live.main([{str(paired[0])!r}, "--source", {str(clip)!r}, "--headless", "--max-frames", "3"],

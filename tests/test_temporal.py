@@ -5,6 +5,7 @@ Tiny random generators (ngf 8, 64², from test_runtime) and a few real frames fr
 from __future__ import annotations
 
 import json
+import math
 
 import cv2
 import numpy as np
@@ -18,8 +19,17 @@ from p2p.evaluation.cli import main as eval_main
 from p2p.runtime.flow import FlowEstimator, consistent, warp
 from p2p.runtime.temporal import Stabilizer
 from p2p.runtime.translator import Translator
-from p2p.runtime.warping_error import WarpingError, clip_warping_error, read_clip
+from p2p.runtime.warping_error import INPUT, WarpingError, read_clip
 from p2p.video.cli import video_main
+
+
+def clip_warping_error(frames, outputs=None, **options) -> float:
+    """The warping error of one clip: of ``outputs`` (frames in the same order), or of ``frames`` themselves."""
+    meter = WarpingError(**options)
+    outputs = list(outputs) if outputs is not None else None
+    for i, frame in enumerate(frames):
+        meter.step(frame, {"output": outputs[i]} if outputs is not None else None)
+    return meter.summary().get("output" if outputs is not None else INPUT, math.nan)
 
 
 @pytest.fixture(scope="module")
