@@ -20,7 +20,6 @@ class Skip(Exception):
     """This check cannot run here; the message says what is missing."""
 
 
-
 def need(*modules: str) -> None:
     missing = [m for m in modules if not installed(m)]
     if missing:

@@ -64,7 +64,6 @@ def main(model_or_dir, port, host, fetch_runtime):
                 server.close()
 
 
-
 def _stop_on_signals() -> None:
     """Ctrl+C and SIGTERM (docker stop) stop the server alike, also where the shell that started it set
     SIGINT to ignored (background jobs): Python installs no Ctrl+C handler then."""
